@@ -1,0 +1,588 @@
+//! The single-threaded executor: tasks, the run loop, preemption points,
+//! blocking and waking by task id, and the timer queue.
+//!
+//! A task is a boxed `!Send` future. It is polled only by [`Sim::run`]; the
+//! kernel never uses real wakers. At a preemption point the running task asks
+//! the strategy who runs next: if the answer is itself it simply continues (no
+//! switch, no re-poll), otherwise it records the chosen task and returns
+//! `Pending`, and the run loop polls the chosen one.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use priority_queue::PriorityQueue;
+use rand_chacha::ChaCha8Rng;
+
+use super::oracle::{self, Outcome, RunReport};
+use super::rng;
+use super::schedule::{Schedule, Step, StepKind};
+use super::strategy::{Choice, Point, Strategy};
+use super::task::{Blocker, NO_OBJ, ObjId, ObjKind, Op, TaskId, TaskInfo, TaskState};
+use super::trace::{Trace, TraceEvent};
+
+pub(crate) type LocalFut = Pin<Box<dyn Future<Output = ()>>>;
+
+thread_local! {
+    static KERNEL: RefCell<Option<Rc<Kernel>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the kernel of the run on this thread.
+///
+/// Panics if no run is active: every primitive belongs to a run.
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&Kernel) -> R) -> R {
+    KERNEL.with(|k| {
+        let k = k.borrow();
+        f(k.as_ref()
+            .expect("an lbsim primitive was used outside a simulation run"))
+    })
+}
+
+/// Like [`with`], but returns `None` outside a run (for `Drop` impls).
+pub(crate) fn try_with<R>(f: impl FnOnce(&Kernel) -> R) -> Option<R> {
+    KERNEL
+        .try_with(|k| k.try_borrow().ok().and_then(|k| k.as_ref().map(|k| f(k))))
+        .ok()
+        .flatten()
+}
+
+/// Limits and switches of one run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// Virtual time after the main task returns during which the other tasks
+    /// may still finish (goleak's retry window). Default 10 s.
+    pub grace: u64,
+    /// Strategy decisions after which the run is stopped as a livelock.
+    pub max_steps: u64,
+    /// Virtual time after which the run is stopped as a livelock.
+    pub max_time: u64,
+    /// Record a trace of every executed operation.
+    pub trace: bool,
+    /// Record the schedule (every decision) for replay.
+    pub record: bool,
+}
+
+impl RunConfig {
+    pub fn new(seed: u64) -> Self {
+        RunConfig {
+            seed,
+            grace: 10 * super::SEC,
+            max_steps: 5_000_000,
+            max_time: 3_600 * super::SEC,
+            trace: false,
+            record: false,
+        }
+    }
+}
+
+pub(crate) enum TimerAction {
+    Wake(TaskId),
+    Spawn {
+        name: Rc<str>,
+        creator: Option<TaskId>,
+        fut: LocalFut,
+        fired: Rc<Cell<bool>>,
+    },
+}
+
+enum Next {
+    /// The task at the preemption point continues.
+    Continue,
+    /// Switch to this task.
+    Switch(TaskId),
+    /// Nothing can run and no timer may fire.
+    Idle,
+    /// The step or time limit was hit.
+    Limit,
+}
+
+pub(crate) struct State {
+    pub now: u64,
+    pub tasks: Vec<TaskInfo>,
+    /// Runnable tasks, sorted by id.
+    pub runnable: Vec<TaskId>,
+    pub current: Option<TaskId>,
+    next: Option<TaskId>,
+    timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
+    timer_slots: Vec<Option<(ObjId, TimerAction)>>,
+    timer_seq: u64,
+    pub objects: Vec<(ObjKind, Rc<str>)>,
+    strategy: Box<dyn Strategy>,
+    pub steps: u64,
+    pub preemptions: u64,
+    record: Option<Vec<Step>>,
+    pub trace: Option<Vec<TraceEvent>>,
+    hash: u64,
+    pub data_rng: ChaCha8Rng,
+    horizon: u64,
+    max_steps: u64,
+    max_time: u64,
+    main_done_at: Option<u64>,
+    limit_hit: bool,
+}
+
+pub(crate) struct Kernel {
+    pub st: RefCell<State>,
+    futs: RefCell<Vec<Option<LocalFut>>>,
+}
+
+impl State {
+    fn insert_runnable(&mut self, t: TaskId) {
+        if let Err(pos) = self.runnable.binary_search(&t) {
+            self.runnable.insert(pos, t);
+        }
+    }
+
+    fn remove_runnable(&mut self, t: TaskId) {
+        if let Ok(pos) = self.runnable.binary_search(&t) {
+            self.runnable.remove(pos);
+        }
+    }
+
+    pub fn wake(&mut self, t: TaskId) {
+        let info = &mut self.tasks[t.index()];
+        if matches!(info.state, TaskState::Blocked(_)) {
+            info.state = TaskState::Runnable;
+            self.insert_runnable(t);
+            let now = self.now;
+            self.strategy.on_wake(t, now);
+        }
+    }
+
+    pub fn block_current(&mut self, blocker: Blocker) {
+        let t = self.current.expect("block outside a task");
+        self.tasks[t.index()].state = TaskState::Blocked(blocker);
+        self.remove_runnable(t);
+        let now = self.now;
+        self.strategy.on_block(t, now);
+    }
+
+    pub fn register(&mut self, kind: ObjKind, name: Rc<str>) -> ObjId {
+        self.objects.push((kind, name));
+        ObjId(self.objects.len() as u32 - 1)
+    }
+
+    #[inline]
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    pub fn trace_event(&mut self, op: Op, obj: ObjId, note: Option<Rc<str>>) {
+        let (time, task) = (self.now, self.current);
+        if let Some(tr) = &mut self.trace {
+            tr.push(TraceEvent {
+                time,
+                task,
+                op,
+                obj,
+                note,
+            });
+        }
+    }
+
+    fn spawn_task(&mut self, name: Rc<str>, creator: Option<TaskId>) -> TaskId {
+        let id = TaskId(self.tasks.len() as u32);
+        self.tasks.push(TaskInfo {
+            name,
+            creator,
+            state: TaskState::Runnable,
+        });
+        self.insert_runnable(id);
+        let now = self.now;
+        self.strategy.on_wake(id, now);
+        id
+    }
+
+    pub fn add_timer(&mut self, deadline: u64, obj: ObjId, action: TimerAction) -> u32 {
+        let slot = self.timer_slots.len() as u32;
+        self.timer_slots.push(Some((obj, action)));
+        self.timer_seq += 1;
+        self.timers.push(slot, Reverse((deadline, self.timer_seq)));
+        slot
+    }
+
+    /// Go's `Timer.Stop`: true if the timer was pending and is now cancelled.
+    pub fn stop_timer(&mut self, slot: u32) -> bool {
+        if self.timers.remove(&slot).is_some() {
+            self.timer_slots[slot as usize] = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn next_timer_deadline(&self) -> Option<u64> {
+        self.timers
+            .peek()
+            .map(|(_, Reverse((d, _)))| *d)
+            .filter(|&d| d <= self.horizon)
+    }
+
+    /// Pops the earliest timer and performs its action. Returns the task to
+    /// spawn (its future must be installed by the caller, outside the borrow).
+    fn fire_next_timer(&mut self) -> Option<(TaskId, LocalFut)> {
+        let (slot, Reverse((deadline, _))) = self.timers.pop()?;
+        self.now = self.now.max(deadline);
+        let (obj, action) = self.timer_slots[slot as usize].take()?;
+        match action {
+            TimerAction::Wake(t) => {
+                self.trace_event(Op::TimerFire, obj, None);
+                self.wake(t);
+                None
+            }
+            TimerAction::Spawn {
+                name,
+                creator,
+                fut,
+                fired,
+            } => {
+                fired.set(true);
+                let id = self.spawn_task(name, creator);
+                let (time, task) = (self.now, Some(id));
+                if let Some(tr) = &mut self.trace {
+                    tr.push(TraceEvent {
+                        time,
+                        task,
+                        op: Op::TimerFire,
+                        obj,
+                        note: None,
+                    });
+                }
+                Some((id, fut))
+            }
+        }
+    }
+
+    fn note_decision(&mut self, step: Step) {
+        let code = match step.kind {
+            StepKind::Task(t) => u64::from(t) + 2,
+            StepKind::Timer => 1,
+            StepKind::Choose(k) => u64::from(k) << 32,
+        };
+        self.hash = (self.hash ^ code ^ step.dt.rotate_left(17)).wrapping_mul(0x100_0000_01b3);
+        if let Some(r) = &mut self.record {
+            r.push(step);
+        }
+    }
+}
+
+impl Kernel {
+    /// Asks the strategy who runs next. `cur` is the task at a preemption
+    /// point that could continue, or `None` if the running task blocked.
+    fn decide(&self, cur: Option<TaskId>) -> Next {
+        loop {
+            let mut st = self.st.borrow_mut();
+            if st.steps >= st.max_steps || st.now > st.max_time {
+                st.limit_hit = true;
+                return Next::Limit;
+            }
+            let timer = st.next_timer_deadline();
+            if st.runnable.is_empty() {
+                if timer.is_none() {
+                    return Next::Idle;
+                }
+                // Nothing can run: time jumps to the next timer; not a choice.
+                let spawned = st.fire_next_timer();
+                drop(st);
+                self.install(spawned);
+                continue;
+            }
+            let st = &mut *st;
+            let point = Point {
+                runnable: &st.runnable,
+                current: cur,
+                next_timer: timer,
+                now: st.now,
+                step: st.steps,
+            };
+            let d = st.strategy.next_task(&point);
+            debug_assert!(point.index_of(d.choice).is_some(), "illegal choice {d:?}");
+            st.steps += 1;
+            let at = d.at.max(st.now);
+            let dt = at - st.now;
+            st.now = at;
+            st.note_decision(Step::from_choice(d.choice, dt));
+            match d.choice {
+                Choice::Timer => {
+                    let spawned = st.fire_next_timer();
+                    self.install(spawned);
+                }
+                Choice::Task(t) if Some(t) == cur => return Next::Continue,
+                Choice::Task(t) => {
+                    if cur.is_some() {
+                        st.preemptions += 1;
+                    }
+                    return Next::Switch(t);
+                }
+            }
+        }
+    }
+
+    fn install(&self, spawned: Option<(TaskId, LocalFut)>) {
+        if let Some((id, fut)) = spawned {
+            let mut futs = self.futs.borrow_mut();
+            debug_assert_eq!(futs.len(), id.index());
+            futs.push(Some(fut));
+        }
+    }
+
+    /// A preemption point of the running task. Returns true if it continues
+    /// now, false if it must return `Pending` (another task was chosen, or
+    /// the run is being stopped).
+    pub fn preempt(&self) -> bool {
+        let cur = self.st.borrow().current;
+        match self.decide(cur) {
+            Next::Continue => true,
+            Next::Switch(t) => {
+                self.st.borrow_mut().next = Some(t);
+                false
+            }
+            Next::Idle | Next::Limit => false,
+        }
+    }
+
+    pub fn spawn(&self, name: Rc<str>, fut: LocalFut) -> TaskId {
+        let id = {
+            let mut st = self.st.borrow_mut();
+            let creator = st.current;
+            let id = st.spawn_task(name, creator);
+            let (time, note) = (st.now, None);
+            if let Some(tr) = &mut st.trace {
+                tr.push(TraceEvent {
+                    time,
+                    task: creator,
+                    op: Op::Spawn,
+                    obj: ObjId(id.0),
+                    note,
+                });
+            }
+            id
+        };
+        self.futs.borrow_mut().push(Some(fut));
+        id
+    }
+
+    /// A nondeterministic choice among `n` alternatives, made by the strategy
+    /// and recorded in the schedule.
+    pub fn choose(&self, n: usize) -> usize {
+        if n <= 1 {
+            return 0;
+        }
+        let mut st = self.st.borrow_mut();
+        let k = st.strategy.choose(n);
+        debug_assert!(k < n);
+        st.note_decision(Step {
+            kind: StepKind::Choose(k as u32),
+            dt: 0,
+        });
+        k
+    }
+}
+
+/// Runs simulations with one strategy, one run after another.
+pub struct Sim {
+    strategy: Option<Box<dyn Strategy>>,
+}
+
+impl Sim {
+    pub fn new(strategy: Box<dyn Strategy>) -> Self {
+        oracle::install_panic_hook();
+        Sim {
+            strategy: Some(strategy),
+        }
+    }
+
+    pub fn strategy(&self) -> &dyn Strategy {
+        self.strategy
+            .as_deref()
+            .expect("strategy present between runs")
+    }
+
+    pub fn strategy_mut(&mut self) -> &mut dyn Strategy {
+        self.strategy
+            .as_deref_mut()
+            .expect("strategy present between runs")
+    }
+
+    /// Runs `main` as the main task until it returns and the grace period is
+    /// over, or until nothing can happen any more, and reports what happened.
+    pub fn run<F>(&mut self, cfg: &RunConfig, main: F) -> RunReport
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        let mut strategy = self.strategy.take().expect("Sim::run is not reentrant");
+        strategy.new_execution(cfg.seed);
+        let st = State {
+            now: 0,
+            tasks: Vec::with_capacity(32),
+            runnable: Vec::with_capacity(32),
+            current: None,
+            next: None,
+            timers: PriorityQueue::new(),
+            timer_slots: Vec::new(),
+            timer_seq: 0,
+            objects: vec![(ObjKind::None, Rc::from("-"))],
+            strategy,
+            steps: 0,
+            preemptions: 0,
+            record: cfg.record.then(Vec::new),
+            trace: cfg.trace.then(Vec::new),
+            hash: 0xcbf2_9ce4_8422_2325,
+            data_rng: rng::rng(cfg.seed, rng::STREAM_DATA),
+            horizon: u64::MAX,
+            max_steps: cfg.max_steps,
+            max_time: cfg.max_time,
+            main_done_at: None,
+            limit_hit: false,
+        };
+        let kernel = Rc::new(Kernel {
+            st: RefCell::new(st),
+            futs: RefCell::new(Vec::with_capacity(32)),
+        });
+        KERNEL.with(|k| *k.borrow_mut() = Some(kernel.clone()));
+        let _in_sim = oracle::InSim::enter();
+
+        let main_id = kernel.spawn(Rc::from("main"), Box::pin(main));
+        let mut panic = None;
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+
+        loop {
+            let next = kernel.st.borrow_mut().next.take();
+            let task = match next {
+                Some(t) => t,
+                None => match kernel.decide(None) {
+                    Next::Switch(t) => t,
+                    Next::Continue => unreachable!("no current task to continue"),
+                    Next::Idle | Next::Limit => break,
+                },
+            };
+            kernel.st.borrow_mut().current = Some(task);
+            let mut fut = kernel.futs.borrow_mut()[task.index()]
+                .take()
+                .expect("a runnable task has a future");
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+            match polled {
+                Ok(Poll::Ready(())) => {
+                    drop(fut);
+                    let mut st = kernel.st.borrow_mut();
+                    st.trace_event(Op::Exit, NO_OBJ, None);
+                    st.tasks[task.index()].state = TaskState::Done;
+                    st.remove_runnable(task);
+                    let now = st.now;
+                    st.strategy.on_block(task, now);
+                    if task == main_id {
+                        st.main_done_at = Some(now);
+                        st.horizon = now.saturating_add(cfg.grace);
+                    }
+                    st.current = None;
+                }
+                Ok(Poll::Pending) => {
+                    kernel.futs.borrow_mut()[task.index()] = Some(fut);
+                    let mut st = kernel.st.borrow_mut();
+                    if st.limit_hit {
+                        break;
+                    }
+                    let still_runnable =
+                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
+                    if still_runnable && st.next.is_none() {
+                        // The task awaited something that is not a kernel
+                        // primitive; it would never be woken.
+                        let name = st.tasks[task.index()].name.clone();
+                        panic = Some(oracle::PanicReport {
+                            task: name.to_string(),
+                            message: "task returned Pending outside an lbsim primitive".into(),
+                        });
+                        break;
+                    }
+                    st.current = None;
+                }
+                Err(payload) => {
+                    let st = kernel.st.borrow();
+                    panic = Some(oracle::PanicReport {
+                        task: st.tasks[task.index()].name.to_string(),
+                        message: oracle::panic_message(&payload),
+                    });
+                    drop(st);
+                    drop(fut);
+                    break;
+                }
+            }
+        }
+
+        let report = {
+            let mut st = kernel.st.borrow_mut();
+            st.strategy.end_execution();
+            let outcome = if panic.is_some() {
+                Outcome::Panic
+            } else if st.limit_hit {
+                Outcome::Limit
+            } else if st.main_done_at.is_none() {
+                Outcome::Deadlock
+            } else if st.tasks.iter().any(|t| t.state != TaskState::Done) {
+                Outcome::Leak
+            } else {
+                Outcome::Ok
+            };
+            let alive = oracle::alive_tasks(&st);
+            let timers = st
+                .timers
+                .iter()
+                .map(|(slot, Reverse((d, _)))| {
+                    let obj = st.timer_slots[*slot as usize]
+                        .as_ref()
+                        .map_or(NO_OBJ, |(o, _)| *o);
+                    (st.objects[obj.0 as usize].1.to_string(), *d)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            let trace = st.trace.take().map(|events| Trace {
+                events,
+                tasks: st
+                    .tasks
+                    .iter()
+                    .map(|t| (t.name.clone(), t.creator))
+                    .collect(),
+                objects: st.objects.clone(),
+            });
+            RunReport {
+                seed: cfg.seed,
+                outcome,
+                steps: st.steps,
+                preemptions: st.preemptions,
+                tasks_spawned: st.tasks.len(),
+                end_time: st.now,
+                main_done_at: st.main_done_at,
+                alive,
+                armed_timers: timers,
+                panic,
+                decision_hash: st.hash,
+                schedule: st.record.take().map(|steps| Schedule {
+                    seed: cfg.seed,
+                    steps,
+                }),
+                trace,
+            }
+        };
+
+        // Drop the futures while the kernel is still reachable (their
+        // destructors may release primitives), then detach it.
+        let futs = std::mem::take(&mut *kernel.futs.borrow_mut());
+        drop(futs);
+        let timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
+        drop(timer_slots);
+        KERNEL.with(|k| *k.borrow_mut() = None);
+        let kernel = Rc::try_unwrap(kernel)
+            .ok()
+            .expect("the kernel is not shared after the run");
+        self.strategy = Some(kernel.st.into_inner().strategy);
+        report
+    }
+}

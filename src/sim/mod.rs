@@ -1,0 +1,90 @@
+//! The discrete-event kernel: simulated goroutines on a single-threaded
+//! executor, Go's synchronisation primitives, virtual time, scheduling
+//! strategies, recorded schedules, traces and end-of-run oracles.
+//!
+//! This module knows nothing about gRPC.
+
+pub mod dist;
+mod executor;
+pub mod oracle;
+pub mod rng;
+pub mod schedule;
+pub mod strategy;
+pub mod sync;
+mod task;
+pub mod time;
+pub mod trace;
+
+use std::future::Future;
+use std::rc::Rc;
+
+pub use executor::{RunConfig, Sim};
+pub use oracle::{Outcome, PanicReport, RunReport, TaskReport};
+pub use schedule::{Schedule, Step, StepKind};
+pub use strategy::{Choice, Decision, Point, Strategy, StrategyKind};
+pub use sync::{
+    BufferClosed, Event, GoMap, Mutex, MutexGuard, OneshotReceiver, OneshotSender, Selectable,
+    Unbounded, oneshot, select,
+};
+pub use task::{ObjId, Op, TaskId};
+pub use time::{MS, NS, SEC, Timer, US, after_func, now, sleep};
+pub use trace::{Trace, TraceEvent};
+
+use rand::Rng as _;
+use task::NO_OBJ;
+
+/// `go f()`: starts a task named `name`. The spawn is a preemption point.
+pub async fn go<F>(name: &str, f: F) -> TaskId
+where
+    F: Future<Output = ()> + 'static,
+{
+    sync::preempt_untraced(Op::Spawn).await;
+    spawn(name, f)
+}
+
+/// Starts a task without a preemption point: for setting up a model before
+/// its tasks run (a `go` statement inside model code is [`go`]).
+pub fn spawn<F>(name: &str, f: F) -> TaskId
+where
+    F: Future<Output = ()> + 'static,
+{
+    executor::with(|k| k.spawn(Rc::from(name), Box::pin(f)))
+}
+
+/// An explicit preemption point (`runtime.Gosched()`).
+pub async fn yield_now() {
+    sync::preempt(Op::Yield, NO_OBJ).await;
+}
+
+/// The running task.
+pub fn current_task() -> TaskId {
+    sync::current()
+}
+
+/// Adds a free-text line to the trace, if tracing; `text` is only evaluated then.
+pub fn note(text: impl FnOnce() -> String) {
+    executor::with(|k| {
+        let mut st = k.st.borrow_mut();
+        if st.tracing() {
+            let t: Rc<str> = Rc::from(text());
+            st.trace_event(Op::Note, NO_OBJ, Some(t));
+        }
+    });
+}
+
+/// A nondeterministic choice among `n` alternatives made by the strategy
+/// (recorded in the schedule, enumerated by systematic search).
+pub fn choose(n: usize) -> usize {
+    executor::with(|k| k.choose(n))
+}
+
+/// A draw from the run's data stream (durations, latencies): fixed by the
+/// seed, independent of the schedule.
+pub fn random_u64() -> u64 {
+    executor::with(|k| k.st.borrow_mut().data_rng.next_u64())
+}
+
+/// Uniform float in [0, 1) from the run's data stream.
+pub fn random_unit() -> f64 {
+    executor::with(|k| rng::unit(&mut k.st.borrow_mut().data_rng))
+}

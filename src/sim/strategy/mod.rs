@@ -1,0 +1,158 @@
+//! Scheduling strategies: who runs at each preemption point.
+//!
+//! One small trait, one file per implementation. At every preemption point the
+//! kernel hands the strategy a [`Point`]: the runnable tasks (sorted by id), the
+//! task that was running if it could continue, and the deadline of the next
+//! timer if firing it is allowed. The strategy answers with a [`Decision`].
+//! Because every choice is visible in the `Point`, a systematic strategy can
+//! enumerate the alternatives at each point.
+
+mod dfs;
+mod pct;
+mod random;
+mod replay;
+mod timed;
+
+pub use dfs::Dfs;
+pub use pct::Pct;
+pub use random::RandomStrategy;
+pub use replay::Replay;
+pub use timed::{RuntimeModel, Timed};
+
+use super::task::TaskId;
+
+/// One scheduling decision the kernel asks for.
+pub struct Point<'a> {
+    /// Runnable tasks, sorted by id. Never empty.
+    pub runnable: &'a [TaskId],
+    /// The task that reached this preemption point and could continue, if any.
+    /// Choosing another task then is a preemption.
+    pub current: Option<TaskId>,
+    /// Deadline of the earliest timer, if "fire it now" is a legal choice.
+    pub next_timer: Option<u64>,
+    /// Virtual time now, in nanoseconds.
+    pub now: u64,
+    /// Decisions taken so far in this run.
+    pub step: u64,
+}
+
+impl Point<'_> {
+    /// Number of alternatives: each runnable task, plus the timer if any.
+    pub fn choices(&self) -> usize {
+        self.runnable.len() + usize::from(self.next_timer.is_some())
+    }
+
+    /// The alternative with index `i` in the canonical order (tasks by id,
+    /// then the timer).
+    pub fn choice(&self, i: usize) -> Choice {
+        if i < self.runnable.len() {
+            Choice::Task(self.runnable[i])
+        } else {
+            Choice::Timer
+        }
+    }
+
+    /// Index of `choice` in the canonical order, if it is legal here.
+    pub fn index_of(&self, choice: Choice) -> Option<usize> {
+        match choice {
+            Choice::Task(t) => self.runnable.binary_search(&t).ok(),
+            Choice::Timer => self.next_timer.map(|_| self.runnable.len()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Choice {
+    /// Run this task (it must be in `Point::runnable`).
+    Task(TaskId),
+    /// Fire the earliest timer now.
+    Timer,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Decision {
+    pub choice: Choice,
+    /// Virtual time at which the chosen step happens (never before `Point::now`;
+    /// the kernel clamps). Only the timed strategy moves time on task steps.
+    pub at: u64,
+}
+
+impl Decision {
+    pub fn now(point: &Point<'_>, choice: Choice) -> Self {
+        Decision {
+            choice,
+            at: point.now,
+        }
+    }
+}
+
+/// A scheduling strategy. One instance serves many runs in sequence; the
+/// kernel calls `new_execution` before each.
+pub trait Strategy {
+    /// A new run starts with this seed.
+    fn new_execution(&mut self, seed: u64);
+
+    /// Pick who runs next.
+    fn next_task(&mut self, point: &Point<'_>) -> Decision;
+
+    /// A nondeterministic choice among `n > 1` alternatives made by model code
+    /// (a Go `select` with several ready cases, map iteration order).
+    fn choose(&mut self, n: usize) -> usize;
+
+    /// `task` became runnable at virtual time `now` (spawned or woken).
+    fn on_wake(&mut self, _task: TaskId, _now: u64) {}
+
+    /// `task` blocked or finished at virtual time `now`.
+    fn on_block(&mut self, _task: TaskId, _now: u64) {}
+
+    /// The run just ended.
+    fn end_execution(&mut self) {}
+
+    /// A systematic strategy returns true once it has no new schedule left.
+    fn is_complete(&self) -> bool {
+        false
+    }
+
+    /// Short name for reports, e.g. `random` or `pct:3`.
+    fn name(&self) -> String;
+}
+
+/// Parsed form of a `--strategy` argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StrategyKind {
+    Timed,
+    Random,
+    Pct { depth: u32 },
+}
+
+impl StrategyKind {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "timed" => Ok(StrategyKind::Timed),
+            "random" => Ok(StrategyKind::Random),
+            _ => {
+                if let Some(d) = s.strip_prefix("pct:") {
+                    let depth: u32 = d.parse().map_err(|_| {
+                        format!("`{s}`: the depth after `pct:` must be a whole number, e.g. pct:3")
+                    })?;
+                    if depth == 0 {
+                        return Err(format!("`{s}`: PCT depth must be at least 1"));
+                    }
+                    Ok(StrategyKind::Pct { depth })
+                } else {
+                    Err(format!(
+                        "unknown strategy `{s}`: use timed, random or pct:D (D = bug depth, e.g. pct:3)"
+                    ))
+                }
+            }
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            StrategyKind::Timed => "timed".into(),
+            StrategyKind::Random => "random".into(),
+            StrategyKind::Pct { depth } => format!("pct:{depth}"),
+        }
+    }
+}

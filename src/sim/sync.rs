@@ -1,0 +1,537 @@
+//! Go's synchronisation primitives, with a preemption point before every
+//! visible operation: `Mutex` (sync.Mutex), `Unbounded` (grpc-go
+//! buffer.Unbounded), `Event` (grpcsync.Event), a oneshot channel, `select`
+//! over several of them, and `GoMap` (a map whose iteration order is drawn
+//! from the run's strategy, as Go's is random).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::executor::{try_with, with};
+use super::task::{Blocker, ObjId, ObjKind, Op, TaskId};
+
+/// The preemption point before operation `op` on `obj`. Completes when the
+/// strategy lets the current task run its operation; records it in the trace.
+pub(crate) struct Preempt {
+    op: Op,
+    obj: ObjId,
+    yielded: bool,
+    traced: bool,
+}
+
+pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
+    Preempt {
+        op,
+        obj,
+        yielded: false,
+        traced: true,
+    }
+}
+
+/// A preemption point whose operation traces itself (a spawn names its child).
+pub(crate) fn preempt_untraced(op: Op) -> Preempt {
+    Preempt {
+        op,
+        obj: super::task::NO_OBJ,
+        yielded: false,
+        traced: false,
+    }
+}
+
+impl Future for Preempt {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        let go_on = self.yielded || with(|k| k.preempt());
+        if go_on && !self.traced {
+            Poll::Ready(())
+        } else if go_on {
+            with(|k| {
+                let mut st = k.st.borrow_mut();
+                if st.tracing() {
+                    st.trace_event(self.op, self.obj, None);
+                }
+            });
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            Poll::Pending
+        }
+    }
+}
+
+/// Blocks the current task until another task wakes it.
+pub(crate) struct Block {
+    blocker: Option<Blocker>,
+}
+
+pub(crate) fn block(blocker: Blocker) -> Block {
+    Block {
+        blocker: Some(blocker),
+    }
+}
+
+impl Future for Block {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        match self.blocker.take() {
+            Some(b) => {
+                with(|k| k.st.borrow_mut().block_current(b));
+                Poll::Pending
+            }
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+pub(crate) fn current() -> TaskId {
+    with(|k| k.st.borrow().current.expect("called outside a task"))
+}
+
+fn register(kind: ObjKind, name: &str) -> ObjId {
+    with(|k| k.st.borrow_mut().register(kind, Rc::from(name)))
+}
+
+/// A list of blocked tasks waiting for one object to change.
+#[derive(Default)]
+struct Waiters(RefCell<Vec<TaskId>>);
+
+impl Waiters {
+    fn add(&self, t: TaskId) {
+        let mut w = self.0.borrow_mut();
+        if !w.contains(&t) {
+            w.push(t);
+        }
+    }
+
+    fn remove(&self, t: TaskId) {
+        self.0.borrow_mut().retain(|&x| x != t);
+    }
+
+    fn wake_all(&self) {
+        let mut w = self.0.borrow_mut();
+        if w.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut *w);
+        drop(w);
+        // Outside a run (a destructor after it ended) there is no one to wake.
+        let _ = try_with(|k| {
+            let mut st = k.st.borrow_mut();
+            for t in waiters {
+                st.wake(t);
+            }
+        });
+    }
+}
+
+/// Go's `sync.Mutex`. Unlock is explicit and is itself a preemption point.
+/// On unlock every waiter is woken and they race for the lock again, so the
+/// strategy decides who gets it (and a newcomer may barge in, as in Go).
+pub struct Mutex {
+    id: ObjId,
+    locked: Cell<bool>,
+    waiters: Waiters,
+}
+
+impl Mutex {
+    pub fn new(name: &str) -> Self {
+        Mutex {
+            id: register(ObjKind::Mutex, name),
+            locked: Cell::new(false),
+            waiters: Waiters::default(),
+        }
+    }
+
+    pub fn id(&self) -> ObjId {
+        self.id
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked.get()
+    }
+
+    pub async fn lock(&self) -> MutexGuard<'_> {
+        preempt(Op::Lock, self.id).await;
+        while self.locked.get() {
+            self.waiters.add(current());
+            block(Blocker::On(Op::Lock, self.id)).await;
+        }
+        self.locked.set(true);
+        MutexGuard {
+            mutex: self,
+            held: true,
+        }
+    }
+
+    fn release(&self) {
+        self.locked.set(false);
+        self.waiters.wake_all();
+    }
+}
+
+/// Proof that a [`Mutex`] is held. Call [`MutexGuard::unlock`]; dropping the
+/// guard releases the lock too but without a preemption point (for panics and
+/// early returns).
+#[must_use = "a Go mutex stays locked until unlock() is awaited"]
+pub struct MutexGuard<'a> {
+    mutex: &'a Mutex,
+    held: bool,
+}
+
+impl MutexGuard<'_> {
+    pub async fn unlock(mut self) {
+        preempt(Op::Unlock, self.mutex.id).await;
+        self.held = false;
+        self.mutex.release();
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.mutex.release();
+        }
+    }
+}
+
+/// Returned by `put` on a closed [`Unbounded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("put called on a closed unbounded buffer")]
+pub struct BufferClosed;
+
+/// grpc-go's `buffer.Unbounded`: `put` never blocks; `get` waits for an item;
+/// after `close`, items already queued are still delivered, then `get`
+/// returns `None`, and `put` fails.
+pub struct Unbounded<T> {
+    id: ObjId,
+    items: RefCell<VecDeque<T>>,
+    closing: Cell<bool>,
+    waiters: Waiters,
+}
+
+impl<T> Unbounded<T> {
+    pub fn new(name: &str) -> Self {
+        Unbounded {
+            id: register(ObjKind::Unbounded, name),
+            items: RefCell::new(VecDeque::new()),
+            closing: Cell::new(false),
+            waiters: Waiters::default(),
+        }
+    }
+
+    pub async fn put(&self, v: T) -> Result<(), BufferClosed> {
+        preempt(Op::Put, self.id).await;
+        if self.closing.get() {
+            return Err(BufferClosed);
+        }
+        self.items.borrow_mut().push_back(v);
+        self.waiters.wake_all();
+        Ok(())
+    }
+
+    /// Receive from the buffer (`<-b.Get()` followed by `b.Load()`).
+    pub async fn get(&self) -> Option<T> {
+        preempt(Op::Get, self.id).await;
+        loop {
+            if let Some(v) = self.try_get() {
+                return Some(v);
+            }
+            if self.closing.get() {
+                return None;
+            }
+            self.waiters.add(current());
+            block(Blocker::On(Op::Get, self.id)).await;
+        }
+    }
+
+    /// Non-blocking receive, for use right after [`select`] chose this buffer.
+    /// `None` means closed and drained.
+    pub fn try_get(&self) -> Option<T> {
+        self.items.borrow_mut().pop_front()
+    }
+
+    pub async fn close(&self) {
+        preempt(Op::Close, self.id).await;
+        self.closing.set(true);
+        self.waiters.wake_all();
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.borrow().is_empty()
+    }
+}
+
+/// grpcsync.Event: fires once; `wait` returns once it has fired.
+pub struct Event {
+    id: ObjId,
+    fired: Cell<bool>,
+    waiters: Waiters,
+}
+
+impl Event {
+    pub fn new(name: &str) -> Self {
+        Event {
+            id: register(ObjKind::Event, name),
+            fired: Cell::new(false),
+            waiters: Waiters::default(),
+        }
+    }
+
+    /// Fires the event; true if this call fired it.
+    pub async fn fire(&self) -> bool {
+        preempt(Op::Fire, self.id).await;
+        if self.fired.get() {
+            return false;
+        }
+        self.fired.set(true);
+        self.waiters.wake_all();
+        true
+    }
+
+    /// An atomic load in Go; not a preemption point here.
+    pub fn has_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    /// `<-e.Done()`.
+    pub async fn wait(&self) {
+        preempt(Op::Wait, self.id).await;
+        while !self.fired.get() {
+            self.waiters.add(current());
+            block(Blocker::On(Op::Wait, self.id)).await;
+        }
+    }
+}
+
+struct OneshotInner<T> {
+    id: ObjId,
+    value: RefCell<Option<T>>,
+    sent: Cell<bool>,
+    sender_gone: Cell<bool>,
+    waiters: Waiters,
+}
+
+/// Sending half of a one-value channel.
+pub struct OneshotSender<T>(Rc<OneshotInner<T>>);
+/// Receiving half of a one-value channel.
+pub struct OneshotReceiver<T>(Rc<OneshotInner<T>>);
+
+/// A channel that carries one value (a Go `done` channel with a result).
+pub fn oneshot<T>(name: &str) -> (OneshotSender<T>, OneshotReceiver<T>) {
+    let inner = Rc::new(OneshotInner {
+        id: register(ObjKind::Oneshot, name),
+        value: RefCell::new(None),
+        sent: Cell::new(false),
+        sender_gone: Cell::new(false),
+        waiters: Waiters::default(),
+    });
+    (OneshotSender(inner.clone()), OneshotReceiver(inner))
+}
+
+impl<T> OneshotSender<T> {
+    pub async fn send(self, v: T) {
+        preempt(Op::Send, self.0.id).await;
+        *self.0.value.borrow_mut() = Some(v);
+        self.0.sent.set(true);
+        self.0.waiters.wake_all();
+    }
+}
+
+impl<T> Drop for OneshotSender<T> {
+    fn drop(&mut self) {
+        self.0.sender_gone.set(true);
+        self.0.waiters.wake_all();
+    }
+}
+
+impl<T> OneshotReceiver<T> {
+    /// The value, or `None` if the sender was dropped without sending.
+    pub async fn recv(self) -> Option<T> {
+        preempt(Op::Recv, self.0.id).await;
+        loop {
+            if self.0.sent.get() {
+                return self.0.value.borrow_mut().take();
+            }
+            if self.0.sender_gone.get() {
+                return None;
+            }
+            self.0.waiters.add(current());
+            block(Blocker::On(Op::Recv, self.0.id)).await;
+        }
+    }
+}
+
+/// Something a Go `select` can wait on.
+pub trait Selectable {
+    fn obj(&self) -> ObjId;
+    /// A receive would not block now.
+    fn is_ready(&self) -> bool;
+    fn add_waiter(&self, t: TaskId);
+    fn remove_waiter(&self, t: TaskId);
+}
+
+impl<T> Selectable for Unbounded<T> {
+    fn obj(&self) -> ObjId {
+        self.id
+    }
+    fn is_ready(&self) -> bool {
+        !self.items.borrow().is_empty() || self.closing.get()
+    }
+    fn add_waiter(&self, t: TaskId) {
+        self.waiters.add(t);
+    }
+    fn remove_waiter(&self, t: TaskId) {
+        self.waiters.remove(t);
+    }
+}
+
+impl Selectable for Event {
+    fn obj(&self) -> ObjId {
+        self.id
+    }
+    fn is_ready(&self) -> bool {
+        self.fired.get()
+    }
+    fn add_waiter(&self, t: TaskId) {
+        self.waiters.add(t);
+    }
+    fn remove_waiter(&self, t: TaskId) {
+        self.waiters.remove(t);
+    }
+}
+
+/// Go's `select` over receive cases: waits until at least one case is ready
+/// and returns the index of one ready case. As in Go, when several are ready
+/// the choice is random (here: made by the strategy and recorded). The
+/// caller then takes the value without blocking (`try_get`, `has_fired`).
+pub async fn select(cases: &[&dyn Selectable]) -> usize {
+    assert!(
+        !cases.is_empty() && cases.len() <= 8,
+        "select takes 1..=8 cases"
+    );
+    preempt(Op::Select, cases[0].obj()).await;
+    loop {
+        let mut ready = [0usize; 8];
+        let mut n = 0;
+        for (i, c) in cases.iter().enumerate() {
+            if c.is_ready() {
+                ready[n] = i;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let k = if n > 1 { with(|k| k.choose(n)) } else { 0 };
+            return ready[k];
+        }
+        let me = current();
+        for c in cases {
+            c.add_waiter(me);
+        }
+        block(Blocker::Select(cases.iter().map(|c| c.obj()).collect())).await;
+        for c in cases {
+            c.remove_waiter(me);
+        }
+    }
+}
+
+/// A Go map: a `BTreeMap` for storage (deterministic), with iteration in an
+/// order drawn from the run's strategy, as `for k := range m` is random in Go.
+/// Every permutation is possible here, a superset of Go's orders.
+pub struct GoMap<K, V> {
+    map: BTreeMap<K, V>,
+}
+
+impl<K: Ord + Clone, V> Default for GoMap<K, V> {
+    fn default() -> Self {
+        GoMap {
+            map: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, V> GoMap<K, V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.map.insert(k, v)
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k)
+    }
+
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        self.map.remove(k)
+    }
+
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Keys in Go's random iteration order (a shuffle drawn from the strategy).
+    pub fn keys_go_order(&self) -> Vec<K> {
+        let mut keys: Vec<K> = self.map.keys().cloned().collect();
+        if keys.len() > 1 {
+            with(|k| {
+                for i in (1..keys.len()).rev() {
+                    let j = k.choose(i + 1);
+                    keys.swap(i, j);
+                }
+            });
+        }
+        keys
+    }
+
+    /// Entries in Go's random iteration order.
+    pub fn iter_go_order(&self) -> Vec<(K, &V)> {
+        self.keys_go_order()
+            .into_iter()
+            .map(|k| {
+                let v = &self.map[&k];
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// Entries in key order, for reports and assertions (not Go's order).
+    pub fn iter_sorted(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
+    /// Takes every entry out, in Go's random order.
+    pub fn drain_go_order(&mut self) -> Vec<(K, V)> {
+        let keys = self.keys_go_order();
+        keys.into_iter()
+            .map(|k| {
+                let v = self.map.remove(&k).expect("key listed");
+                (k, v)
+            })
+            .collect()
+    }
+}

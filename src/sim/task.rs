@@ -1,0 +1,125 @@
+//! Simulated goroutines: identity, provenance and state.
+
+use std::fmt;
+use std::rc::Rc;
+
+/// Index of a task within one run. Ids are dense and assigned in spawn
+/// order, so they are identical in every replay of the same schedule.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TaskId(pub u32);
+
+impl TaskId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Index of a synchronisation object (mutex, queue, event, timer) within one run.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct ObjId(pub u32);
+
+/// `ObjId(0)` is reserved for "no object" (yield, spawn without a target).
+pub const NO_OBJ: ObjId = ObjId(0);
+
+/// What kind of object an [`ObjId`] names; used in traces and leak reports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ObjKind {
+    None,
+    Mutex,
+    Unbounded,
+    Event,
+    Oneshot,
+    Timer,
+    Task,
+}
+
+impl ObjKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjKind::None => "-",
+            ObjKind::Mutex => "mutex",
+            ObjKind::Unbounded => "unbounded",
+            ObjKind::Event => "event",
+            ObjKind::Oneshot => "oneshot",
+            ObjKind::Timer => "timer",
+            ObjKind::Task => "task",
+        }
+    }
+}
+
+/// A visible operation: every one of these is (or is immediately preceded by)
+/// a preemption point.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    Lock,
+    Unlock,
+    Put,
+    Get,
+    Close,
+    Fire,
+    Wait,
+    Send,
+    Recv,
+    Select,
+    TimerStart,
+    TimerStop,
+    TimerFire,
+    Sleep,
+    Spawn,
+    Yield,
+    Exit,
+    Note,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Lock => "lock",
+            Op::Unlock => "unlock",
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::Close => "close",
+            Op::Fire => "fire",
+            Op::Wait => "wait",
+            Op::Send => "send",
+            Op::Recv => "recv",
+            Op::Select => "select",
+            Op::TimerStart => "timer-start",
+            Op::TimerStop => "timer-stop",
+            Op::TimerFire => "timer-fire",
+            Op::Sleep => "sleep",
+            Op::Spawn => "go",
+            Op::Yield => "yield",
+            Op::Exit => "exit",
+            Op::Note => "note",
+        }
+    }
+}
+
+/// What a blocked task waits for.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Blocker {
+    /// A single object (mutex, queue get, event wait, oneshot recv, sleep timer).
+    On(Op, ObjId),
+    /// A Go `select` over several objects.
+    Select(Vec<ObjId>),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TaskState {
+    Runnable,
+    Blocked(Blocker),
+    Done,
+}
+
+pub(crate) struct TaskInfo {
+    pub name: Rc<str>,
+    pub creator: Option<TaskId>,
+    pub state: TaskState,
+}

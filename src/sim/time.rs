@@ -1,0 +1,79 @@
+//! Virtual time: `now`, `sleep`, and Go's `time.AfterFunc`.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+
+use super::executor::{TimerAction, with};
+use super::sync::{block, current, preempt};
+use super::task::{Blocker, NO_OBJ, ObjId, ObjKind, Op};
+
+pub const NS: u64 = 1;
+pub const US: u64 = 1_000;
+pub const MS: u64 = 1_000_000;
+pub const SEC: u64 = 1_000_000_000;
+
+/// Virtual time in nanoseconds since the start of the run.
+pub fn now() -> u64 {
+    with(|k| k.st.borrow().now)
+}
+
+/// `time.Sleep(d)`.
+pub async fn sleep(d: u64) {
+    preempt(Op::Sleep, NO_OBJ).await;
+    let me = current();
+    with(|k| {
+        let mut st = k.st.borrow_mut();
+        let deadline = st.now.saturating_add(d);
+        st.add_timer(deadline, NO_OBJ, TimerAction::Wake(me));
+    });
+    block(Blocker::On(Op::Sleep, NO_OBJ)).await;
+}
+
+/// A timer armed by [`after_func`].
+pub struct Timer {
+    slot: u32,
+    obj: ObjId,
+    fired: Rc<Cell<bool>>,
+}
+
+/// `time.AfterFunc(d, f)`: after `d`, `f` runs in a new task named `name`.
+/// The timer start is a preemption point.
+pub async fn after_func<F>(d: u64, name: &str, f: F) -> Timer
+where
+    F: Future<Output = ()> + 'static,
+{
+    let obj = with(|k| k.st.borrow_mut().register(ObjKind::Timer, Rc::from(name)));
+    preempt(Op::TimerStart, obj).await;
+    let fired = Rc::new(Cell::new(false));
+    let slot = with(|k| {
+        let mut st = k.st.borrow_mut();
+        let deadline = st.now.saturating_add(d);
+        let creator = st.current;
+        st.add_timer(
+            deadline,
+            obj,
+            TimerAction::Spawn {
+                name: Rc::from(name),
+                creator,
+                fut: Box::pin(f),
+                fired: fired.clone(),
+            },
+        )
+    });
+    Timer { slot, obj, fired }
+}
+
+impl Timer {
+    /// `Timer.Stop()`: true if the call stopped the timer, false if it had
+    /// already fired (its callback task was already launched) or was stopped.
+    pub async fn stop(&self) -> bool {
+        preempt(Op::TimerStop, self.obj).await;
+        with(|k| k.st.borrow_mut().stop_timer(self.slot))
+    }
+
+    /// Whether the callback task has been launched.
+    pub fn has_fired(&self) -> bool {
+        self.fired.get()
+    }
+}
