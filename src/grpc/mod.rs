@@ -1,0 +1,12 @@
+//! The port of gRPC-Go's priority load balancer and the tree around it.
+//! Each file names the Go file and commit it ports. This module knows
+//! nothing of the command line, files or charts.
+
+pub mod balancer;
+pub mod connectivity;
+pub mod priority;
+pub mod variant;
+
+pub use balancer::*;
+pub use connectivity::ConnectivityState;
+pub use variant::Variant;
