@@ -3,7 +3,10 @@
 //! nothing of the command line, files or charts.
 
 pub mod balancer;
+pub mod balancergroup;
+pub mod cache;
 pub mod connectivity;
+pub mod gracefulswitch;
 pub mod priority;
 pub mod variant;
 

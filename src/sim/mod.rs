@@ -24,7 +24,7 @@ pub use schedule::{Schedule, Step, StepKind};
 pub use strategy::{Choice, Decision, Point, Strategy, StrategyKind};
 pub use sync::{
     BufferClosed, Event, GoMap, Mutex, MutexGuard, OneshotReceiver, OneshotSender, Selectable,
-    Unbounded, oneshot, select,
+    Unbounded, go_order, oneshot, select,
 };
 pub use task::{ObjId, Op, TaskId};
 pub use time::{MS, NS, SEC, Timer, US, after_func, now, sleep};

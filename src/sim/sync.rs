@@ -442,6 +442,20 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
     }
 }
 
+/// Puts `items` in an order drawn from the strategy, as Go's `range` over a
+/// map would visit them.
+pub fn go_order<T>(mut items: Vec<T>) -> Vec<T> {
+    if items.len() > 1 {
+        with(|k| {
+            for i in (1..items.len()).rev() {
+                let j = k.choose(i + 1);
+                items.swap(i, j);
+            }
+        });
+    }
+    items
+}
+
 /// A Go map: a `BTreeMap` for storage (deterministic), with iteration in an
 /// order drawn from the run's strategy, as `for k := range m` is random in Go.
 /// Every permutation is possible here, a superset of Go's orders.
@@ -496,16 +510,15 @@ impl<K: Ord + Clone, V> GoMap<K, V> {
 
     /// Keys in Go's random iteration order (a shuffle drawn from the strategy).
     pub fn keys_go_order(&self) -> Vec<K> {
-        let mut keys: Vec<K> = self.map.keys().cloned().collect();
-        if keys.len() > 1 {
-            with(|k| {
-                for i in (1..keys.len()).rev() {
-                    let j = k.choose(i + 1);
-                    keys.swap(i, j);
-                }
-            });
-        }
-        keys
+        go_order(self.map.keys().cloned().collect())
+    }
+
+    /// Values in Go's random iteration order.
+    pub fn values_go_order(&self) -> Vec<V>
+    where
+        V: Clone,
+    {
+        go_order(self.map.values().cloned().collect())
     }
 
     /// Entries in Go's random iteration order.
