@@ -85,6 +85,7 @@ where
         )
         .await;
         *entry.timer.borrow_mut() = Some(timer);
+        sim::note(|| format!("timeoutCache: added {key}"));
         self.cache.borrow_mut().insert(key, entry);
         guard.unlock().await;
         (item, true)
@@ -121,6 +122,7 @@ where
                 entries.push(e);
             }
         }
+        sim::note(|| format!("timeoutCache: cleared {} entries", entries.len()));
         guard.unlock().await;
         if !run_callback {
             return;

@@ -66,6 +66,11 @@ pub struct RunConfig {
     pub trace: bool,
     /// Record the schedule (every decision) for replay.
     pub record: bool,
+    /// How far ahead of virtual time a timer may be fired early as a
+    /// scheduling choice (a goroutine stalled that long). `u64::MAX`: any
+    /// pending timer, as the design states; a bound keeps implausible
+    /// choices (a 15-minute cache timer overtaking a running goroutine) out.
+    pub max_early_fire: u64,
 }
 
 impl RunConfig {
@@ -77,6 +82,7 @@ impl RunConfig {
             max_time: 3_600 * super::SEC,
             trace: false,
             record: false,
+            max_early_fire: u64::MAX,
         }
     }
 }
@@ -123,6 +129,7 @@ pub(crate) struct State {
     horizon: u64,
     max_steps: u64,
     max_time: u64,
+    max_early_fire: u64,
     main_done_at: Option<u64>,
     limit_hit: bool,
 }
@@ -294,10 +301,11 @@ impl Kernel {
                 continue;
             }
             let st = &mut *st;
+            let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
             let point = Point {
                 runnable: &st.runnable,
                 current: cur,
-                next_timer: timer,
+                next_timer: early,
                 now: st.now,
                 step: st.steps,
             };
@@ -438,6 +446,7 @@ impl Sim {
             horizon: u64::MAX,
             max_steps: cfg.max_steps,
             max_time: cfg.max_time,
+            max_early_fire: cfg.max_early_fire,
             main_done_at: None,
             limit_hit: false,
         };
