@@ -341,11 +341,11 @@ async fn priority_demote_vs_close(stubs: Rc<StubBuilder>, opts: BuildOptions) {
         .cc
         .update_state(state(ConnectivityState::Ready))
         .await;
-    while !cc
+    while cc
         .states
         .borrow()
         .last()
-        .is_some_and(|s| *s == ConnectivityState::Ready)
+        .is_none_or(|s| *s != ConnectivityState::Ready)
     {
         sim::yield_now().await;
     }
