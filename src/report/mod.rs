@@ -35,7 +35,9 @@ pub enum ReportError {
 /// `base_only`/`variant_only` count the runs (same seed) where only the
 /// baseline (`paired_with`) or only this variant leaked; `mcnemar_p` is the
 /// exact McNemar p-value of that difference. `elapsed_s` and `runs_per_s` are
-/// wall-clock figures for information; nothing else depends on them.
+/// wall-clock figures for information; nothing else depends on them. Each run
+/// index executes every variant, so `runs_per_s` is this variant's runs over
+/// the whole experiment's time; multiply by the number of rows for all runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub scenario: String,

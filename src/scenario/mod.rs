@@ -757,29 +757,29 @@ impl Cx<'_> {
             };
             let wait_for_ready = s.wait_for_ready.as_ref().is_some_and(|w| *w.get_ref());
             let timeout = self.opt_duration(&s.timeout, "timeout", 10 * SEC)?;
-            let step = match op {
-                "rpc" => ClientStep::Rpc {
-                    expect: s
-                        .expect
-                        .as_ref()
-                        .map(|e| self.backend(names, e))
-                        .transpose()?,
-                    wait_for_ready,
-                    timeout,
-                },
-                "rpc_until" => ClientStep::RpcUntil {
-                    backend: need_backend(op)?,
-                    wait_for_ready,
-                    timeout,
-                },
-                "stop_listener" => ClientStep::StopListener {
-                    backend: need_backend(op)?,
-                },
-                "restart_listener" => ClientStep::RestartListener {
-                    backend: need_backend(op)?,
-                },
-                "sleep" => {
-                    match &s.for_ {
+            let step =
+                match op {
+                    "rpc" => ClientStep::Rpc {
+                        expect: s
+                            .expect
+                            .as_ref()
+                            .map(|e| self.backend(names, e))
+                            .transpose()?,
+                        wait_for_ready,
+                        timeout,
+                    },
+                    "rpc_until" => ClientStep::RpcUntil {
+                        backend: need_backend(op)?,
+                        wait_for_ready,
+                        timeout,
+                    },
+                    "stop_listener" => ClientStep::StopListener {
+                        backend: need_backend(op)?,
+                    },
+                    "restart_listener" => ClientStep::RestartListener {
+                        backend: need_backend(op)?,
+                    },
+                    "sleep" => match &s.for_ {
                         Some(f) => ClientStep::Sleep {
                             duration: self.dist(f, "sleep.for")?,
                         },
@@ -788,19 +788,18 @@ impl Cx<'_> {
                             "op `sleep` needs `for`",
                             "add for = \"100ms\" (or a distribution such as \"uniform(0, 5ms)\")",
                         )),
-                    }
-                }
-                _ => {
-                    if i + 1 != steps.len() {
-                        return Err(self.err(
+                    },
+                    _ => {
+                        if i + 1 != steps.len() {
+                            return Err(self.err(
                             s.op.span(),
                             "`close` must be the last step of the client script",
                             "move { op = \"close\" } to the end; the leak check starts after it",
                         ));
+                        }
+                        ClientStep::Close
                     }
-                    ClientStep::Close
-                }
-            };
+                };
             out.push(step);
         }
         if out.last() != Some(&ClientStep::Close) {
