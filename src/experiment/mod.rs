@@ -537,6 +537,113 @@ mod tests {
         assert_eq!(derive_seed(0, 0), 0xe220_a839_7b1d_cdaf);
     }
 
+    /// Leaks on seeds divisible by 3 in pre-8095 and by 5 in pr-8095.
+    struct ByResidue;
+
+    impl Model for ByResidue {
+        fn run_one(&self, variant: Variant, _: &mut Sim, seed: u64, _: &RunOptions) -> RunResult {
+            let m = if variant == Variant::Pre8095 { 3 } else { 5 };
+            RunResult {
+                outcome: if seed.is_multiple_of(m) {
+                    Outcome::Leak
+                } else {
+                    Outcome::Ok
+                },
+                leaked: Vec::new(),
+                steps: seed % 7,
+                preemptions: 0,
+                tasks: 1,
+            }
+        }
+    }
+
+    fn experiment(jobs: usize, shard: Shard) -> Experiment {
+        Experiment {
+            variants: vec![Variant::Pre8095, Variant::Pr8095],
+            strategy: StrategySpec::Random,
+            runs: 1_000,
+            master_seed: 9,
+            shard,
+            jobs,
+            opts: RunOptions {
+                grace: 0,
+                max_steps: 1,
+                max_time: 1,
+            },
+            max_failures: 5,
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_jobs_and_keep_the_smallest_failures() {
+        let stop = AtomicBool::new(false);
+        let one = run(&ByResidue, &experiment(1, Shard::WHOLE), &stop, &|_| {});
+        let three = run(&ByResidue, &experiment(3, Shard::WHOLE), &stop, &|_| {});
+        assert_eq!(one.summaries, three.summaries);
+        assert_eq!(one.failures, three.failures);
+        assert_eq!(one.failures_dropped, three.failures_dropped);
+        assert!(!one.partial);
+
+        let seeds: Vec<u64> = (0..1_000).map(|i| derive_seed(9, i)).collect();
+        let leaks3 = seeds.iter().filter(|s| *s % 3 == 0).count() as u64;
+        let both = seeds.iter().filter(|s| *s % 15 == 0).count() as u64;
+        let s = &one.summaries;
+        assert_eq!(s[0].counts.leaks, leaks3);
+        assert_eq!(
+            s[0].first_failure.unwrap().index,
+            seeds.iter().position(|s| s % 3 == 0).unwrap() as u64
+        );
+        let (base, d) = s[1].paired.unwrap();
+        assert_eq!(base, Variant::Pre8095);
+        assert_eq!(d.base_only, leaks3 - both);
+        assert_eq!(d.variant_only, s[1].counts.leaks - both);
+        // The kept failures are the five with the smallest indices.
+        let mut expected: Vec<(u64, Variant)> = Vec::new();
+        for (i, seed) in seeds.iter().enumerate() {
+            for (v, m) in [(Variant::Pre8095, 3), (Variant::Pr8095, 5)] {
+                if seed % m == 0 {
+                    expected.push((i as u64, v));
+                }
+            }
+        }
+        let kept: Vec<(u64, Variant)> = one.failures.iter().map(|f| (f.index, f.variant)).collect();
+        assert_eq!(kept, expected[..5]);
+        assert_eq!(one.failures_dropped, expected.len() as u64 - 5);
+    }
+
+    #[test]
+    fn shards_cover_the_same_runs() {
+        let stop = AtomicBool::new(false);
+        let whole = run(&ByResidue, &experiment(2, Shard::WHOLE), &stop, &|_| {});
+        let mut leaks = 0;
+        let mut runs = 0;
+        for index in 0..4 {
+            let part = run(
+                &ByResidue,
+                &experiment(2, Shard { index, count: 4 }),
+                &stop,
+                &|_| {},
+            );
+            leaks += part.summaries[0].counts.leaks;
+            runs += part.summaries[0].counts.runs;
+        }
+        assert_eq!(
+            (runs, leaks),
+            (
+                whole.summaries[0].counts.runs,
+                whole.summaries[0].counts.leaks
+            )
+        );
+    }
+
+    #[test]
+    fn a_stop_request_gives_a_partial_result() {
+        let stop = AtomicBool::new(true);
+        let r = run(&ByResidue, &experiment(2, Shard::WHOLE), &stop, &|_| {});
+        assert!(r.partial);
+        assert_eq!(r.summaries[0].counts.runs, 0);
+    }
+
     #[test]
     fn baseline_prefers_pre_8095() {
         assert_eq!(
