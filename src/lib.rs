@@ -1,3 +1,6 @@
 pub mod cli;
+pub mod experiment;
 pub mod grpc;
+pub mod report;
+pub mod scenario;
 pub mod sim;

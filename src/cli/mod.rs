@@ -1,5 +1,14 @@
 //! The command-line interface: one file per subcommand.
+//!
+//! Flags are parsed by clap into raw argument structs, validated into the
+//! library's types, and every error comes back here to be printed as
+//! `error: ...` with exit code 2.
 
+mod merge;
+mod run;
+mod validate;
+
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +17,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code when a run failed a `--fail-on` condition.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a run stopped by Ctrl-C (its output is marked partial).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +33,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a scenario many times per variant and report leak rates.
+    Run(run::RunArgs),
+    /// Combine the summary.csv files of shards into one summary.
+    Merge(merge::MergeArgs),
+    /// Check a scenario file and report the first problem in it.
+    Validate(validate::ValidateArgs),
     /// Print the version and the list of variants.
     Variants,
 }
@@ -35,10 +52,37 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match cli.command {
-        Command::Variants => {
-            println!("lbsim {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Merge(args) => merge::merge(args),
+        Command::Validate(args) => validate::validate(args),
+        Command::Variants => variants(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
         }
+    }
+}
+
+fn variants() -> anyhow::Result<ExitCode> {
+    let mut s = format!("lbsim {}\nvariants:", env!("CARGO_PKG_VERSION"));
+    for v in crate::grpc::Variant::ALL {
+        s.push(' ');
+        s.push_str(v.as_str());
+    }
+    s.push('\n');
+    print_stdout(&s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints to stdout; a closed pipe (`lbsim run ... | head`) is not an error.
+fn print_stdout(s: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
     }
 }

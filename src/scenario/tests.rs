@@ -1,0 +1,117 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[scenario]
+name = "t"
+
+[[backend]]
+name = "s0"
+
+[[backend]]
+name = "s1"
+
+[[priority]]
+backends = ["s0"]
+
+[[priority]]
+backends = ["s1"]
+
+[client]
+script = [{ op = "rpc", expect = "s0" }, { op = "close" }]
+"#;
+
+#[test]
+fn minimal_scenario_gets_defaults() {
+    let s = Scenario::parse("t.toml", MINIMAL).unwrap();
+    assert_eq!(s.backends.len(), 2);
+    assert_eq!(s.priorities[1].backends, vec![1]);
+    assert_eq!(s.balancer.init_timeout, 10 * SEC);
+    assert_eq!(s.balancer.cache_timeout, 900 * SEC);
+    assert_eq!(s.balancer.child_policy, ChildPolicy::RoundRobin);
+    assert_eq!(s.client.leak_check_grace, 10 * SEC);
+    assert_eq!(s.run.variants, Variant::ALL.to_vec());
+    assert_eq!(
+        s.client.steps[0],
+        ClientStep::Rpc {
+            expect: Some(0),
+            wait_for_ready: false,
+            timeout: 10 * SEC
+        }
+    );
+}
+
+fn error_of(src: &str) -> (usize, usize, String) {
+    match Scenario::parse("t.toml", src) {
+        Err(ScenarioError::Invalid {
+            line,
+            column,
+            message,
+            ..
+        }) => (line, column, message),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn errors_point_at_the_offending_value() {
+    let src = MINIMAL.replace(r#"backends = ["s1"]"#, r#"backends = ["s9"]"#);
+    let (line, column, message) = error_of(&src);
+    assert_eq!((line, column), (15, 13), "{message}");
+    assert!(message.contains("unknown backend `s9`"));
+}
+
+#[test]
+fn op_keys_are_checked() {
+    let src = MINIMAL.replace(r#"{ op = "close" }"#, r#"{ op = "close", backend = "s0" }"#);
+    let (_, _, message) = error_of(&src);
+    assert!(message.contains("does not take `backend`"), "{message}");
+    let src = MINIMAL.replace(r#"{ op = "rpc", expect = "s0" }, "#, "");
+    assert!(Scenario::parse("t.toml", &src).is_ok());
+    let src = MINIMAL.replace(r#", { op = "close" }"#, "");
+    assert!(error_of(&src).2.contains("does not close"));
+}
+
+#[test]
+fn set_param_by_dotted_key() {
+    let mut s = Scenario::parse("t.toml", MINIMAL).unwrap();
+    s.set_param("balancer.cache_timeout", "30s").unwrap();
+    s.set_param("runtime.pause_prob", "0.25").unwrap();
+    s.set_param("runtime.gomaxprocs", "8").unwrap();
+    s.set_param("runtime.pause", "exp(1ms)").unwrap();
+    assert_eq!(s.balancer.cache_timeout, 30 * SEC);
+    assert_eq!(s.runtime.pause_prob, 0.25);
+    assert_eq!(s.runtime.gomaxprocs, 8);
+    assert_eq!(s.runtime.pause, Dist::Exp { mean: MS });
+    assert!(matches!(
+        s.set_param("runtime.pause_prob", "2"),
+        Err(ScenarioError::BadParam { .. })
+    ));
+    assert!(matches!(
+        s.set_param("balancer.cache_timeout", "-1s"),
+        Err(ScenarioError::BadParam { .. })
+    ));
+    assert!(matches!(
+        s.set_param("balancer.nope", "1"),
+        Err(ScenarioError::UnknownParam { .. })
+    ));
+}
+
+#[test]
+fn shipped_scenarios_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.starts_with('#'),
+                "{} must start with a comment saying what it models",
+                path.display()
+            );
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}

@@ -1,0 +1,464 @@
+//! The command line end to end: `run` output and determinism, shards and
+//! `merge`, and scenario files rejected with exit code 2 and a located message.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const FLAGSHIP: &str = "scenarios/switch_to_lower_priority_and_back.toml";
+
+fn lbsim() -> Command {
+    Command::cargo_bin("lbsim").unwrap()
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = lbsim().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "lbsim {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Summary CSV without the wall-clock columns (the last two).
+fn without_timing(csv: &str) -> String {
+    csv.lines()
+        .map(|l| l.rsplitn(3, ',').nth(2).unwrap_or(l).to_string() + "\n")
+        .collect()
+}
+
+fn tiny_run(out: &Path, extra: &[&str]) -> String {
+    let out = out.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        FLAGSHIP,
+        "--runs",
+        "3000",
+        "--seed",
+        "42",
+        "--strategy",
+        "random",
+        "--variant",
+        "buggy,fixed,a115",
+        "--out",
+        out,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    run_ok(&args)
+}
+
+#[test]
+fn json_has_all_fields_and_sane_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = tiny_run(
+        dir.path(),
+        &["--format", "json", "--jobs", "2", "--no-plot"],
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for v in &lines {
+        for key in [
+            "scenario",
+            "variant",
+            "strategy",
+            "runs",
+            "leaks",
+            "deadlocks",
+            "panics",
+            "rate",
+            "ci95_low",
+            "ci95_high",
+            "first_failure_seed",
+            "elapsed_s",
+            "runs_per_s",
+            "partial",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["scenario"], "switch_to_lower_priority_and_back");
+        assert_eq!(v["strategy"], "random");
+        assert_eq!(v["runs"], 3000);
+        assert_eq!(v["partial"], false);
+        let (lo, rate, hi) = (
+            v["ci95_low"].as_f64().unwrap(),
+            v["rate"].as_f64().unwrap(),
+            v["ci95_high"].as_f64().unwrap(),
+        );
+        assert!(0.0 <= lo && lo <= rate && rate <= hi && hi <= 1.0, "{v}");
+        assert_eq!(rate, v["leaks"].as_f64().unwrap() / 3000.0);
+    }
+    let buggy = &lines[0];
+    assert_eq!(buggy["variant"], "pre-8095");
+    assert!(buggy["leaks"].as_u64().unwrap() > 0, "{buggy}");
+    assert!(buggy["first_failure_seed"].is_u64());
+    let fixed = &lines[1];
+    assert_eq!(fixed["leaks"], 0);
+    assert!(fixed["first_failure_seed"].is_null());
+    assert_eq!(fixed["paired_with"], "pre-8095");
+    assert_eq!(fixed["base_only"], buggy["leaks"]);
+    assert!(fixed["mcnemar_p"].as_f64().unwrap() < 1e-6);
+
+    // The first failure's seed is in failures.csv with its replay command.
+    let failures = std::fs::read_to_string(dir.path().join("failures.csv")).unwrap();
+    let seed = buggy["first_failure_seed"].as_u64().unwrap();
+    let expected =
+        format!("lbsim replay {FLAGSHIP} --variant pre-8095 --seed {seed} --strategy random");
+    assert!(
+        failures.lines().nth(1).unwrap().ends_with(&expected),
+        "{failures}"
+    );
+    assert!(dir.path().join("summary.csv").exists());
+}
+
+#[test]
+fn same_seed_same_summary_for_any_thread_count() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = tiny_run(a.path(), &["--jobs", "1"]);
+    let two = tiny_run(b.path(), &["--jobs", "2"]);
+    assert_eq!(one, two);
+    assert!(one.contains("pre-8095"));
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    assert_eq!(
+        without_timing(&read(a.path(), "summary.csv")),
+        without_timing(&read(b.path(), "summary.csv"))
+    );
+    assert_eq!(
+        read(a.path(), "failures.csv"),
+        read(b.path(), "failures.csv")
+    );
+    // A different seed gives different counts.
+    let c = tempfile::tempdir().unwrap();
+    let other = run_ok(&[
+        "run",
+        FLAGSHIP,
+        "--runs",
+        "3000",
+        "--seed",
+        "43",
+        "--strategy",
+        "random",
+        "--variant",
+        "buggy,fixed,a115",
+        "--out",
+        c.path().to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_ne!(one, other);
+}
+
+#[test]
+fn merged_shards_equal_the_unsharded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    tiny_run(&whole, &["--jobs", "2"]);
+    let mut parts: Vec<PathBuf> = Vec::new();
+    for i in 0..3 {
+        let d = dir.path().join(format!("s{i}"));
+        tiny_run(&d, &["--shard", &format!("{i}/3"), "--jobs", "1"]);
+        parts.push(d.join("summary.csv"));
+    }
+    let merged = dir.path().join("merged.csv");
+    // Shards given out of order.
+    run_ok(&[
+        "merge",
+        parts[2].to_str().unwrap(),
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        without_timing(&read(&merged)),
+        without_timing(&read(&whole.join("summary.csv")))
+    );
+
+    // Two shards of three: merged, but partial.
+    let stdout = run_ok(&[
+        "merge",
+        parts[0].to_str().unwrap(),
+        parts[1].to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.lines().skip(1).all(|l| l.contains(",true,")),
+        "{stdout}"
+    );
+    // The same shard twice is refused.
+    let out = lbsim()
+        .args([
+            "merge",
+            parts[0].to_str().unwrap(),
+            parts[0].to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlap"));
+}
+
+#[test]
+fn fail_on_leak_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lbsim()
+        .args([
+            "run",
+            FLAGSHIP,
+            "--runs",
+            "500",
+            "--strategy",
+            "random",
+            "--variant",
+            "buggy",
+            "--quiet",
+            "--fail-on",
+            "leak",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = lbsim()
+        .args([
+            "run",
+            FLAGSHIP,
+            "--runs",
+            "500",
+            "--strategy",
+            "random",
+            "--variant",
+            "fixed",
+            "--quiet",
+            "--fail-on",
+            "leak",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+const GOOD: &str = r#"# a test scenario
+[scenario]
+name = "t"
+
+[[backend]]
+name = "s0"
+
+[[backend]]
+name = "s1"
+
+[[priority]]
+backends = ["s0"]
+
+[[priority]]
+backends = ["s1"]
+
+[[health]]
+at = "1s"
+backend = "s0"
+state = "down"
+
+[[health]]
+at = "2s"
+backend = "s0"
+state = "up"
+
+[runtime]
+pause = "pareto(20us, 1.2, 20ms)"
+
+[client]
+script = [{ op = "rpc", expect = "s0" }, { op = "close" }]
+
+[run]
+strategy = "timed"
+variants = ["pre-8095"]
+"#;
+
+/// Writes `text` to a file, runs `lbsim validate` and `lbsim run` on it, and
+/// checks both exit 2 with `error: FILE:LINE:COL: ...` containing `needle`.
+fn assert_rejected(text: &str, line: usize, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    for cmd in ["validate", "run"] {
+        let mut c = lbsim();
+        c.arg(cmd).arg(&path);
+        if cmd == "run" {
+            c.arg("--out").arg(dir.path());
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        let prefix = format!("error: {}:{line}:", path.display());
+        assert!(
+            stderr.starts_with(&prefix),
+            "{cmd}: expected `{prefix}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "{cmd}: expected `{needle}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("help: "),
+            "{cmd}: no fix suggested:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn good_scenario_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = run_ok(&["validate", path.to_str().unwrap()]);
+    assert!(out.starts_with("ok: "), "{out}");
+}
+
+#[test]
+fn syntax_error() {
+    assert_rejected(&GOOD.replace(r#"name = "s1""#, r#"name = "s1"#), 9, "");
+}
+
+#[test]
+fn unknown_key() {
+    assert_rejected(
+        &GOOD.replace(r#"name = "s1""#, "name = \"s1\"\nlatncy = \"1ms\""),
+        10,
+        "unknown field `latncy`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_rejected(&GOOD.replace(r#"at = "2s""#, "at = 2"), 23, "invalid type");
+}
+
+#[test]
+fn negative_duration() {
+    assert_rejected(
+        &GOOD.replace(r#"at = "1s""#, r#"at = "-1s""#),
+        18,
+        "negative",
+    );
+}
+
+#[test]
+fn unknown_backend() {
+    assert_rejected(
+        &GOOD.replace(
+            r#"backend = "s0"
+state = "up""#,
+            r#"backend = "s7"
+state = "up""#,
+        ),
+        24,
+        "unknown backend `s7`",
+    );
+}
+
+#[test]
+fn empty_priority() {
+    assert_rejected(
+        &GOOD.replace(r#"backends = ["s1"]"#, "backends = []"),
+        15,
+        "has no backends",
+    );
+}
+
+#[test]
+fn backend_in_no_priority() {
+    assert_rejected(
+        &GOOD.replace("[[priority]]\nbackends = [\"s1\"]\n", ""),
+        9,
+        "backend `s1` is in no priority",
+    );
+}
+
+#[test]
+fn timeline_out_of_order() {
+    assert_rejected(
+        &GOOD.replace(r#"at = "2s""#, r#"at = "500ms""#),
+        23,
+        "comes before the previous one",
+    );
+}
+
+#[test]
+fn bad_distribution() {
+    assert_rejected(
+        &GOOD.replace("pareto(20us, 1.2, 20ms)", "gauss(1ms)"),
+        28,
+        "unknown distribution `gauss`",
+    );
+}
+
+#[test]
+fn bad_variant_name() {
+    assert_rejected(
+        &GOOD.replace(r#"["pre-8095"]"#, r#"["pre-8095", "buggyy"]"#),
+        35,
+        "unknown variant `buggyy`",
+    );
+}
+
+#[test]
+fn bad_strategy() {
+    assert_rejected(
+        &GOOD.replace(r#"strategy = "timed""#, r#"strategy = "pct:x""#),
+        34,
+        "pct:",
+    );
+}
+
+#[test]
+fn unknown_client_op() {
+    assert_rejected(
+        &GOOD.replace(r#"op = "close""#, r#"op = "shutdown""#),
+        31,
+        "unknown client op `shutdown`",
+    );
+}
+
+#[test]
+fn missing_file() {
+    for cmd in ["validate", "run"] {
+        let out = lbsim()
+            .args([cmd, "no/such/scenario.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: no/such/scenario.toml: cannot read"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    for args in [
+        vec!["run", FLAGSHIP, "--variant", "nope"],
+        vec!["run", FLAGSHIP, "--strategy", "fastest"],
+        vec!["run", FLAGSHIP, "--shard", "3/3"],
+        vec!["run", FLAGSHIP, "--jobs", "0"],
+        vec!["run", FLAGSHIP, "--format", "xml"],
+        vec!["run", FLAGSHIP, "--fail-on", "sometimes"],
+        vec!["merge", "no/such/summary.csv"],
+    ] {
+        let out = lbsim().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("error"),
+            "{args:?}"
+        );
+    }
+}
