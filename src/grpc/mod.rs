@@ -3,8 +3,14 @@
 //! nothing of the command line, files or charts.
 
 pub mod balancer;
+pub mod clientconn;
 pub mod connectivity;
+pub mod leaf;
+pub mod outlier_detection;
 pub mod priority;
+pub mod serializer;
+pub mod subconn;
+pub mod tree;
 pub mod variant;
 
 pub use balancer::*;
