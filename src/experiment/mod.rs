@@ -101,12 +101,10 @@ pub trait Model: Sync {
     }
 }
 
-/// The model `lbsim run` uses for a scenario.
-///
-/// PLACEHOLDER: this returns the toy model of [`toy`], not the gRPC model.
-/// The scenario driver for the port in `crate::grpc` replaces it here.
+/// The model `lbsim run` uses for a scenario: the gRPC port driven by the
+/// scenario's client script.
 pub fn model_for(scenario: &Scenario) -> Box<dyn Model> {
-    Box::new(toy::ToyModel::new(scenario))
+    Box::new(crate::scenario::driver::GrpcModel::new(scenario))
 }
 
 /// A strategy, as a value that can be sent to worker threads and built there.

@@ -59,6 +59,7 @@
 //! priority number on each backend, so that an empty priority and a backend
 //! left out of every priority are both visible and reportable.
 
+pub mod driver;
 mod raw;
 
 use std::ops::Range;
