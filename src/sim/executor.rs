@@ -110,6 +110,9 @@ pub(crate) struct State {
     pub current: Option<TaskId>,
     next: Option<TaskId>,
     timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
+    /// Deadline of the earliest pending timer (a cache of `timers.peek()`,
+    /// read at every decision).
+    timer_head: Option<u64>,
     timer_slots: Vec<Option<(ObjId, TimerAction)>>,
     timer_seq: u64,
     pub objects: Vec<(ObjKind, Rc<str>)>,
@@ -204,30 +207,37 @@ impl State {
         self.timer_slots.push(Some((obj, action)));
         self.timer_seq += 1;
         self.timers.push(slot, Reverse((deadline, self.timer_seq)));
+        if self.timer_head.is_none_or(|d| deadline < d) {
+            self.timer_head = Some(deadline);
+        }
         slot
+    }
+
+    fn refresh_timer_head(&mut self) {
+        self.timer_head = self.timers.peek().map(|(_, Reverse((d, _)))| *d);
     }
 
     /// Go's `Timer.Stop`: true if the timer was pending and is now cancelled.
     pub fn stop_timer(&mut self, slot: u32) -> bool {
         if self.timers.remove(&slot).is_some() {
             self.timer_slots[slot as usize] = None;
+            self.refresh_timer_head();
             true
         } else {
             false
         }
     }
 
+    #[inline]
     fn next_timer_deadline(&self) -> Option<u64> {
-        self.timers
-            .peek()
-            .map(|(_, Reverse((d, _)))| *d)
-            .filter(|&d| d <= self.horizon)
+        self.timer_head.filter(|&d| d <= self.horizon)
     }
 
     /// Pops the earliest timer and performs its action. Returns the task to
     /// spawn (its future must be installed by the caller, outside the borrow).
     fn fire_next_timer(&mut self) -> Option<(TaskId, LocalFut)> {
         let (slot, Reverse((deadline, _))) = self.timers.pop()?;
+        self.refresh_timer_head();
         self.now = self.now.max(deadline);
         let (obj, action) = self.timer_slots[slot as usize].take()?;
         match action {
@@ -272,12 +282,20 @@ impl State {
     }
 }
 
+/// What a preemption point does next.
+pub(crate) enum Preempted {
+    /// The running task continues (its operation has been traced).
+    Continue,
+    /// The task must return `Pending`; if `trace_on_resume`, its operation is
+    /// to be traced when it is resumed.
+    Yield { trace_on_resume: bool },
+}
+
 impl Kernel {
     /// Asks the strategy who runs next. `cur` is the task at a preemption
     /// point that could continue, or `None` if the running task blocked.
-    fn decide(&self, cur: Option<TaskId>) -> Next {
+    fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
         loop {
-            let mut st = self.st.borrow_mut();
             if st.steps >= st.max_steps || st.now > st.max_time {
                 st.limit_hit = true;
                 return Next::Limit;
@@ -289,11 +307,9 @@ impl Kernel {
                 }
                 // Nothing can run: time jumps to the next timer; not a choice.
                 let spawned = st.fire_next_timer();
-                drop(st);
                 self.install(spawned);
                 continue;
             }
-            let st = &mut *st;
             let point = Point {
                 runnable: &st.runnable,
                 current: cur,
@@ -332,18 +348,29 @@ impl Kernel {
         }
     }
 
-    /// A preemption point of the running task. Returns true if it continues
-    /// now, false if it must return `Pending` (another task was chosen, or
-    /// the run is being stopped).
-    pub fn preempt(&self) -> bool {
-        let cur = self.st.borrow().current;
-        match self.decide(cur) {
-            Next::Continue => true,
-            Next::Switch(t) => {
-                self.st.borrow_mut().next = Some(t);
-                false
+    /// The preemption point before operation `op` on `obj` of the running
+    /// task. If the task continues now, the operation is traced (when
+    /// `traced` and the run records a trace). Otherwise the task must return
+    /// `Pending` (another task was chosen, or the run is being stopped).
+    pub fn preempt(&self, op: Op, obj: ObjId, traced: bool) -> Preempted {
+        let mut st = self.st.borrow_mut();
+        let cur = st.current;
+        match self.decide(&mut st, cur) {
+            Next::Continue => {
+                if traced && st.tracing() {
+                    st.trace_event(op, obj, None);
+                }
+                Preempted::Continue
             }
-            Next::Idle | Next::Limit => false,
+            Next::Switch(t) => {
+                st.next = Some(t);
+                Preempted::Yield {
+                    trace_on_resume: traced && st.tracing(),
+                }
+            }
+            Next::Idle | Next::Limit => Preempted::Yield {
+                trace_on_resume: traced && st.tracing(),
+            },
         }
     }
 
@@ -425,6 +452,7 @@ impl Sim {
             current: None,
             next: None,
             timers: PriorityQueue::new(),
+            timer_head: None,
             timer_slots: Vec::new(),
             timer_seq: 0,
             objects: vec![(ObjKind::None, Rc::from("-"))],
@@ -454,16 +482,19 @@ impl Sim {
         let mut cx = Context::from_waker(waker);
 
         loop {
-            let next = kernel.st.borrow_mut().next.take();
-            let task = match next {
-                Some(t) => t,
-                None => match kernel.decide(None) {
-                    Next::Switch(t) => t,
-                    Next::Continue => unreachable!("no current task to continue"),
-                    Next::Idle | Next::Limit => break,
-                },
+            let task = {
+                let mut st = kernel.st.borrow_mut();
+                let task = match st.next.take() {
+                    Some(t) => t,
+                    None => match kernel.decide(&mut st, None) {
+                        Next::Switch(t) => t,
+                        Next::Continue => unreachable!("no current task to continue"),
+                        Next::Idle | Next::Limit => break,
+                    },
+                };
+                st.current = Some(task);
+                task
             };
-            kernel.st.borrow_mut().current = Some(task);
             let mut fut = kernel.futs.borrow_mut()[task.index()]
                 .take()
                 .expect("a runnable task has a future");

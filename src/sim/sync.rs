@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::executor::{try_with, with};
+use super::executor::{Preempted, try_with, with};
 use super::task::{Blocker, ObjId, ObjKind, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
@@ -21,6 +21,9 @@ pub(crate) struct Preempt {
     obj: ObjId,
     yielded: bool,
     traced: bool,
+    /// Set when the task yielded here in a traced run: the operation is
+    /// traced when the task resumes.
+    trace_on_resume: bool,
 }
 
 pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
@@ -29,6 +32,7 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
         obj,
         yielded: false,
         traced: true,
+        trace_on_resume: false,
     }
 }
 
@@ -39,26 +43,28 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
         obj: super::task::NO_OBJ,
         yielded: false,
         traced: false,
+        trace_on_resume: false,
     }
 }
 
 impl Future for Preempt {
     type Output = ();
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        let go_on = self.yielded || with(|k| k.preempt());
-        if go_on && !self.traced {
-            Poll::Ready(())
-        } else if go_on {
-            with(|k| {
-                let mut st = k.st.borrow_mut();
-                if st.tracing() {
-                    st.trace_event(self.op, self.obj, None);
-                }
-            });
-            Poll::Ready(())
-        } else {
-            self.yielded = true;
-            Poll::Pending
+        if self.yielded {
+            // Resumed: the task that chose this one already took the decision.
+            if self.trace_on_resume {
+                with(|k| k.st.borrow_mut().trace_event(self.op, self.obj, None));
+            }
+            return Poll::Ready(());
+        }
+        match with(|k| k.preempt(self.op, self.obj, self.traced)) {
+            Preempted::Continue => Poll::Ready(()),
+            Preempted::Yield { trace_on_resume } => {
+                self.yielded = true;
+                self.trace_on_resume = trace_on_resume;
+                Poll::Pending
+            }
         }
     }
 }
@@ -116,15 +122,16 @@ impl Waiters {
         if w.is_empty() {
             return;
         }
-        let waiters = std::mem::take(&mut *w);
-        drop(w);
         // Outside a run (a destructor after it ended) there is no one to wake.
+        // Waking touches only the kernel state, never a wait list, so the list
+        // stays borrowed and keeps its buffer for the next waiters.
         let _ = try_with(|k| {
             let mut st = k.st.borrow_mut();
-            for t in waiters {
+            for &t in w.iter() {
                 st.wake(t);
             }
         });
+        w.clear();
     }
 }
 
