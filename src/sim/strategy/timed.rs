@@ -92,22 +92,32 @@ impl Strategy for Timed {
             .enumerate()
             .min_by_key(|&(i, t)| (t, i))
             .expect("at least one processor");
-        let mut best: Option<(u64, TaskId)> = None;
+        // Every step starts at the earliest when a processor is free and not
+        // in the past; the one that can start first runs. Ties go to the
+        // running task (no switch), then to the lowest id.
+        let floor = proc_free.max(point.now);
+        if let Some(last) = point.runnable.last()
+            && last.index() >= self.ready_at.len()
+        {
+            self.ready_at.resize(last.index() + 1, 0);
+        }
+        let mut best = (u64::MAX, point.runnable[0]);
+        let mut current_start = None;
         for &t in point.runnable {
-            let start = (*self.ready(t)).max(proc_free).max(point.now);
-            // Ties go to the running task (no switch), then to the lowest id.
-            let better = match best {
-                None => true,
-                Some((b, bt)) => {
-                    start < b
-                        || (start == b && Some(t) == point.current && Some(bt) != point.current)
-                }
-            };
-            if better {
-                best = Some((start, t));
+            let start = self.ready_at[t.index()].max(floor);
+            if start < best.0 {
+                best = (start, t);
+            }
+            if Some(t) == point.current {
+                current_start = Some(start);
             }
         }
-        let (start, task) = best.expect("runnable is never empty");
+        if let Some(c) = point.current
+            && current_start == Some(best.0)
+        {
+            best.1 = c;
+        }
+        let (start, task) = best;
         if let Some(deadline) = point.next_timer
             && deadline <= start
         {
