@@ -12,7 +12,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::{Choice, Decision, Point, Strategy};
-use crate::sim::dist::Dist;
+use crate::sim::dist::{Dist, Sampler};
 use crate::sim::rng;
 use crate::sim::task::TaskId;
 
@@ -50,6 +50,10 @@ impl Default for RuntimeModel {
 
 pub struct Timed {
     model: RuntimeModel,
+    /// Table-driven samplers of `model.step_cost` and `model.wake_latency`,
+    /// drawn at every decision and every wake-up.
+    step_cost: Sampler,
+    wake_latency: Sampler,
     rng: ChaCha8Rng,
     /// Earliest time each task can run its next step.
     ready_at: Vec<u64>,
@@ -61,6 +65,8 @@ impl Timed {
     pub fn new(model: RuntimeModel) -> Self {
         let p = model.gomaxprocs.max(1) as usize;
         Timed {
+            step_cost: Sampler::new(&model.step_cost),
+            wake_latency: Sampler::new(&model.wake_latency),
             model,
             rng: rng::rng(0, rng::STREAM_TIMING),
             ready_at: Vec::new(),
@@ -126,7 +132,7 @@ impl Strategy for Timed {
                 at: deadline.max(point.now),
             };
         }
-        let cost = self.model.step_cost.sample(&mut self.rng).max(1);
+        let cost = self.step_cost.sample(&mut self.rng).max(1);
         let end = start + cost;
         self.procs[proc_idx] = end;
         let mut ready = end;
@@ -145,7 +151,7 @@ impl Strategy for Timed {
     }
 
     fn on_wake(&mut self, task: TaskId, now: u64) {
-        let lat = self.model.wake_latency.sample(&mut self.rng);
+        let lat = self.wake_latency.sample(&mut self.rng);
         let r = self.ready(task);
         *r = (*r).max(now + lat);
     }
