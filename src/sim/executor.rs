@@ -294,6 +294,7 @@ pub(crate) enum Preempted {
 impl Kernel {
     /// Asks the strategy who runs next. `cur` is the task at a preemption
     /// point that could continue, or `None` if the running task blocked.
+    #[inline(always)]
     fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
         loop {
             if st.steps >= st.max_steps || st.now > st.max_time {

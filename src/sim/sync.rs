@@ -70,22 +70,41 @@ impl Future for Preempt {
 }
 
 /// Blocks the current task until another task wakes it.
-pub(crate) struct Block {
+pub(crate) struct Block<'a> {
     blocker: Option<Blocker>,
+    /// The wait list the task joins as it blocks, if any.
+    waiters: Option<&'a Waiters>,
 }
 
-pub(crate) fn block(blocker: Blocker) -> Block {
+pub(crate) fn block(blocker: Blocker) -> Block<'static> {
     Block {
         blocker: Some(blocker),
+        waiters: None,
     }
 }
 
-impl Future for Block {
+/// Adds the current task to `waiters` and blocks it until another task wakes
+/// it (one kernel access for both).
+fn block_on(waiters: &Waiters, blocker: Blocker) -> Block<'_> {
+    Block {
+        blocker: Some(blocker),
+        waiters: Some(waiters),
+    }
+}
+
+impl Future for Block<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         match self.blocker.take() {
             Some(b) => {
-                with(|k| k.st.borrow_mut().block_current(b));
+                let waiters = self.waiters;
+                with(|k| {
+                    let mut st = k.st.borrow_mut();
+                    if let Some(w) = waiters {
+                        w.add(st.current.expect("called outside a task"));
+                    }
+                    st.block_current(b);
+                });
                 Poll::Pending
             }
             None => Poll::Ready(()),
@@ -164,8 +183,7 @@ impl Mutex {
     pub async fn lock(&self) -> MutexGuard<'_> {
         preempt(Op::Lock, self.id).await;
         while self.locked.get() {
-            self.waiters.add(current());
-            block(Blocker::On(Op::Lock, self.id)).await;
+            block_on(&self.waiters, Blocker::On(Op::Lock, self.id)).await;
         }
         self.locked.set(true);
         MutexGuard {
@@ -250,8 +268,7 @@ impl<T> Unbounded<T> {
             if self.closing.get() {
                 return None;
             }
-            self.waiters.add(current());
-            block(Blocker::On(Op::Get, self.id)).await;
+            block_on(&self.waiters, Blocker::On(Op::Get, self.id)).await;
         }
     }
 
@@ -312,8 +329,7 @@ impl Event {
     pub async fn wait(&self) {
         preempt(Op::Wait, self.id).await;
         while !self.fired.get() {
-            self.waiters.add(current());
-            block(Blocker::On(Op::Wait, self.id)).await;
+            block_on(&self.waiters, Blocker::On(Op::Wait, self.id)).await;
         }
     }
 }
@@ -370,8 +386,7 @@ impl<T> OneshotReceiver<T> {
             if self.0.sender_gone.get() {
                 return None;
             }
-            self.0.waiters.add(current());
-            block(Blocker::On(Op::Recv, self.0.id)).await;
+            block_on(&self.0.waiters, Blocker::On(Op::Recv, self.0.id)).await;
         }
     }
 }
