@@ -136,15 +136,34 @@ pub(crate) struct Kernel {
 }
 
 impl State {
+    // Insertion and removal shift the ids above `t` one by one in a loop that
+    // stops at a compared value: for the short lists kept here that is
+    // cheaper than `Vec::insert`/`remove`, which call `memmove`.
+
     fn insert_runnable(&mut self, t: TaskId) {
-        if let Err(pos) = self.runnable.binary_search(&t) {
-            self.runnable.insert(pos, t);
+        let v = &mut self.runnable;
+        if v.binary_search(&t).is_ok() {
+            return;
         }
+        v.push(t);
+        let mut j = v.len() - 1;
+        while j > 0 && v[j - 1] > t {
+            v[j] = v[j - 1];
+            j -= 1;
+        }
+        v[j] = t;
     }
 
     fn remove_runnable(&mut self, t: TaskId) {
-        if let Ok(pos) = self.runnable.binary_search(&t) {
-            self.runnable.remove(pos);
+        let v = &mut self.runnable;
+        if v.binary_search(&t).is_err() {
+            return;
+        }
+        let mut carry = v.pop().expect("t is in the list");
+        let mut j = v.len();
+        while carry != t {
+            j -= 1;
+            carry = std::mem::replace(&mut v[j], carry);
         }
     }
 
