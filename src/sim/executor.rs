@@ -394,6 +394,75 @@ impl Kernel {
         }
     }
 
+    /// The run loop: polls the chosen task until nothing can happen any
+    /// more. Returns the report of a task that returned `Pending` outside a
+    /// kernel primitive. While a task is polled, it and its future are in
+    /// `polling` (left there if the poll panics).
+    fn drive(
+        &self,
+        main_id: TaskId,
+        grace: u64,
+        cx: &mut Context<'_>,
+        polling: &mut Option<(TaskId, LocalFut)>,
+    ) -> Option<oracle::PanicReport> {
+        loop {
+            let task = {
+                let mut st = self.st.borrow_mut();
+                let task = match st.next.take() {
+                    Some(t) => t,
+                    None => match self.decide(&mut st, None) {
+                        Next::Switch(t) => t,
+                        Next::Continue => unreachable!("no current task to continue"),
+                        Next::Idle | Next::Limit => return None,
+                    },
+                };
+                st.current = Some(task);
+                task
+            };
+            let fut = self.futs.borrow_mut()[task.index()]
+                .take()
+                .expect("a runnable task has a future");
+            let (_, fut) = polling.insert((task, fut));
+            let polled = fut.as_mut().poll(cx);
+            let (_, fut) = polling.take().expect("the polled task");
+            match polled {
+                Poll::Ready(()) => {
+                    drop(fut);
+                    let mut st = self.st.borrow_mut();
+                    st.trace_event(Op::Exit, NO_OBJ, None);
+                    st.tasks[task.index()].state = TaskState::Done;
+                    st.remove_runnable(task);
+                    let now = st.now;
+                    st.strategy.on_block(task, now);
+                    if task == main_id {
+                        st.main_done_at = Some(now);
+                        st.horizon = now.saturating_add(grace);
+                    }
+                    st.current = None;
+                }
+                Poll::Pending => {
+                    self.futs.borrow_mut()[task.index()] = Some(fut);
+                    let mut st = self.st.borrow_mut();
+                    if st.limit_hit {
+                        return None;
+                    }
+                    let still_runnable =
+                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
+                    if still_runnable && st.next.is_none() {
+                        // The task awaited something that is not a kernel
+                        // primitive; it would never be woken.
+                        let name = st.tasks[task.index()].name.clone();
+                        return Some(oracle::PanicReport {
+                            task: name.to_string(),
+                            message: "task returned Pending outside an lbsim primitive".into(),
+                        });
+                    }
+                    st.current = None;
+                }
+            }
+        }
+    }
+
     pub fn spawn(&self, name: Rc<str>, fut: LocalFut) -> TaskId {
         let id = {
             let mut st = self.st.borrow_mut();
@@ -497,75 +566,33 @@ impl Sim {
         let _in_sim = oracle::InSim::enter();
 
         let main_id = kernel.spawn(Rc::from("main"), Box::pin(main));
-        let mut panic = None;
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-
-        loop {
-            let task = {
-                let mut st = kernel.st.borrow_mut();
-                let task = match st.next.take() {
-                    Some(t) => t,
-                    None => match kernel.decide(&mut st, None) {
-                        Next::Switch(t) => t,
-                        Next::Continue => unreachable!("no current task to continue"),
-                        Next::Idle | Next::Limit => break,
-                    },
+        // The task being polled and its future live outside the unwind
+        // boundary, so a panicking task is named and its future dropped
+        // after the report is taken. One `catch_unwind` covers the whole run
+        // loop instead of one per poll; a panic outside a poll is not a
+        // task's and propagates as before.
+        let mut polling: Option<(TaskId, LocalFut)> = None;
+        let driven = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            kernel.drive(main_id, cfg.grace, &mut cx, &mut polling)
+        }));
+        let panic = match driven {
+            Ok(panic) => panic,
+            Err(payload) => {
+                let Some((task, fut)) = polling.take() else {
+                    std::panic::resume_unwind(payload)
                 };
-                st.current = Some(task);
-                task
-            };
-            let mut fut = kernel.futs.borrow_mut()[task.index()]
-                .take()
-                .expect("a runnable task has a future");
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-            match polled {
-                Ok(Poll::Ready(())) => {
-                    drop(fut);
-                    let mut st = kernel.st.borrow_mut();
-                    st.trace_event(Op::Exit, NO_OBJ, None);
-                    st.tasks[task.index()].state = TaskState::Done;
-                    st.remove_runnable(task);
-                    let now = st.now;
-                    st.strategy.on_block(task, now);
-                    if task == main_id {
-                        st.main_done_at = Some(now);
-                        st.horizon = now.saturating_add(cfg.grace);
-                    }
-                    st.current = None;
-                }
-                Ok(Poll::Pending) => {
-                    kernel.futs.borrow_mut()[task.index()] = Some(fut);
-                    let mut st = kernel.st.borrow_mut();
-                    if st.limit_hit {
-                        break;
-                    }
-                    let still_runnable =
-                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
-                    if still_runnable && st.next.is_none() {
-                        // The task awaited something that is not a kernel
-                        // primitive; it would never be woken.
-                        let name = st.tasks[task.index()].name.clone();
-                        panic = Some(oracle::PanicReport {
-                            task: name.to_string(),
-                            message: "task returned Pending outside an lbsim primitive".into(),
-                        });
-                        break;
-                    }
-                    st.current = None;
-                }
-                Err(payload) => {
-                    let st = kernel.st.borrow();
-                    panic = Some(oracle::PanicReport {
-                        task: st.tasks[task.index()].name.to_string(),
-                        message: oracle::panic_message(&payload),
-                    });
-                    drop(st);
-                    drop(fut);
-                    break;
-                }
+                let st = kernel.st.borrow();
+                let panic = oracle::PanicReport {
+                    task: st.tasks[task.index()].name.to_string(),
+                    message: oracle::panic_message(&payload),
+                };
+                drop(st);
+                drop(fut);
+                Some(panic)
             }
-        }
+        };
 
         let report = {
             let mut st = kernel.st.borrow_mut();
