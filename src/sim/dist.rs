@@ -179,26 +179,39 @@ const FRAC_BITS: u32 = 53 - TABLE_BITS;
 #[derive(Clone, Debug)]
 pub(crate) struct Sampler {
     dist: Dist,
-    /// Quantiles at `i / TABLE`; empty when `dist` is not tabulated.
-    table: Box<[f64]>,
+    /// Quantiles at `i / TABLE` in fixed point (`shift` fractional bits), so
+    /// that interpolation is integer arithmetic; empty when `dist` is not
+    /// tabulated.
+    table: Box<[u64]>,
+    shift: u32,
 }
 
 impl Sampler {
     pub fn new(dist: &Dist) -> Self {
-        let table = match *dist {
-            Dist::LogNormal { median, sigma } => (0..=TABLE)
-                .map(|i| match i {
-                    // The ends are never interpolated (and are 0 and infinity).
-                    0 => 0.0,
-                    TABLE => f64::MAX,
-                    _ => lognormal_quantile(median, sigma, i as f64 / TABLE as f64),
-                })
-                .collect(),
-            _ => Box::default(),
+        let Dist::LogNormal { median, sigma } = *dist else {
+            return Sampler {
+                dist: dist.clone(),
+                table: Box::default(),
+                shift: 0,
+            };
         };
+        let q = |i: usize| lognormal_quantile(median, sigma, i as f64 / TABLE as f64);
+        // As many fractional bits (up to 16) as the largest entry leaves room
+        // for; the ends are never interpolated (they are 0 and infinity).
+        let top = q(TABLE - 1).max(1.0);
+        let shift = (62 - (top.log2().ceil() as i64).clamp(0, 62)).min(16) as u32;
+        let scale = (1u64 << shift) as f64;
+        let table = (0..=TABLE)
+            .map(|i| match i {
+                0 => 0,
+                TABLE => u64::MAX,
+                _ => (q(i) * scale) as u64,
+            })
+            .collect();
         Sampler {
             dist: dist.clone(),
             table,
+            shift,
         }
     }
 
@@ -214,9 +227,10 @@ impl Sampler {
             let u = (bits as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
             return lognormal_quantile(median, sigma, u) as u64;
         }
-        let frac = (bits & ((1 << FRAC_BITS) - 1)) as f64 * (1.0 / (1u64 << FRAC_BITS) as f64);
+        let frac = u128::from(bits & ((1 << FRAC_BITS) - 1));
         let (a, b) = (self.table[i], self.table[i + 1]);
-        (a + (b - a) * frac) as u64
+        let step = (u128::from(b - a) * frac) >> FRAC_BITS;
+        (a + step as u64) >> self.shift
     }
 }
 
@@ -443,7 +457,8 @@ mod tests {
         for k in 1..TABLE - 1 {
             for f in [0.25, 0.5, 0.75] {
                 let p = (k as f64 + f) / TABLE as f64;
-                let (a, b) = (s.table[k], s.table[k + 1]);
+                let scale = (1u64 << s.shift) as f64;
+                let (a, b) = (s.table[k] as f64 / scale, s.table[k + 1] as f64 / scale);
                 let lerp = a + (b - a) * f;
                 let exact = lognormal_quantile(median, sigma, p);
                 assert!(
