@@ -49,7 +49,7 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
 
 impl Future for Preempt {
     type Output = ();
-    #[inline]
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         if self.yielded {
             // Resumed: the task that chose this one already took the decision.
