@@ -504,6 +504,19 @@ impl Kernel {
 /// Runs simulations with one strategy, one run after another.
 pub struct Sim {
     strategy: Option<Box<dyn Strategy>>,
+    spare: Spare,
+}
+
+/// The kernel's buffers, kept empty between runs so that a batch of short
+/// runs does not allocate them again for each run.
+#[derive(Default)]
+struct Spare {
+    tasks: Vec<TaskInfo>,
+    runnable: Vec<TaskId>,
+    futs: Vec<Option<LocalFut>>,
+    objects: Vec<(ObjKind, Rc<str>)>,
+    timer_slots: Vec<Option<(ObjId, TimerAction)>>,
+    timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
 }
 
 impl Sim {
@@ -511,6 +524,7 @@ impl Sim {
         oracle::install_panic_hook();
         Sim {
             strategy: Some(strategy),
+            spare: Spare::default(),
         }
     }
 
@@ -534,17 +548,29 @@ impl Sim {
     {
         let mut strategy = self.strategy.take().expect("Sim::run is not reentrant");
         strategy.new_execution(cfg.seed);
+        let Spare {
+            mut tasks,
+            mut runnable,
+            mut futs,
+            mut objects,
+            timer_slots,
+            timers,
+        } = std::mem::take(&mut self.spare);
+        tasks.reserve(32);
+        runnable.reserve(32);
+        futs.reserve(32);
+        objects.push((ObjKind::None, Rc::from("-")));
         let st = State {
             now: 0,
-            tasks: Vec::with_capacity(32),
-            runnable: Vec::with_capacity(32),
+            tasks,
+            runnable,
             current: None,
             next: None,
-            timers: PriorityQueue::new(),
+            timers,
             timer_head: None,
-            timer_slots: Vec::new(),
+            timer_slots,
             timer_seq: 0,
-            objects: vec![(ObjKind::None, Rc::from("-"))],
+            objects,
             strategy,
             steps: 0,
             preemptions: 0,
@@ -560,7 +586,7 @@ impl Sim {
         };
         let kernel = Rc::new(Kernel {
             st: RefCell::new(st),
-            futs: RefCell::new(Vec::with_capacity(32)),
+            futs: RefCell::new(futs),
         });
         KERNEL.with(|k| *k.borrow_mut() = Some(kernel.clone()));
         let _in_sim = oracle::InSim::enter();
@@ -652,15 +678,28 @@ impl Sim {
 
         // Drop the futures while the kernel is still reachable (their
         // destructors may release primitives), then detach it.
-        let futs = std::mem::take(&mut *kernel.futs.borrow_mut());
-        drop(futs);
-        let timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
-        drop(timer_slots);
+        let mut futs = std::mem::take(&mut *kernel.futs.borrow_mut());
+        futs.clear();
+        let mut timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
+        timer_slots.clear();
         KERNEL.with(|k| *k.borrow_mut() = None);
         let kernel = Rc::try_unwrap(kernel)
             .ok()
             .expect("the kernel is not shared after the run");
-        self.strategy = Some(kernel.st.into_inner().strategy);
+        let mut st = kernel.st.into_inner();
+        st.tasks.clear();
+        st.runnable.clear();
+        st.objects.clear();
+        st.timers.clear();
+        self.spare = Spare {
+            tasks: st.tasks,
+            runnable: st.runnable,
+            futs,
+            objects: st.objects,
+            timer_slots,
+            timers: st.timers,
+        };
+        self.strategy = Some(st.strategy);
         report
     }
 }
