@@ -703,3 +703,50 @@ impl Sim {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::strategy::RandomStrategy;
+
+    #[test]
+    fn runnable_list_stays_sorted_and_unique() {
+        let mut st = State {
+            now: 0,
+            tasks: Vec::new(),
+            runnable: Vec::new(),
+            current: None,
+            next: None,
+            timers: PriorityQueue::new(),
+            timer_head: None,
+            timer_slots: Vec::new(),
+            timer_seq: 0,
+            objects: Vec::new(),
+            strategy: Box::new(RandomStrategy::new()),
+            steps: 0,
+            preemptions: 0,
+            record: None,
+            trace: None,
+            hash: 0,
+            data_rng: rng::rng(0, rng::STREAM_DATA),
+            horizon: u64::MAX,
+            max_steps: 0,
+            max_time: 0,
+            main_done_at: None,
+            limit_hit: false,
+        };
+        let mut model = std::collections::BTreeSet::new();
+        let mut r = rng::rng(11, 0);
+        for _ in 0..20_000 {
+            let t = TaskId(rng::below(&mut r, 24) as u32);
+            if rng::below(&mut r, 2) == 0 {
+                st.insert_runnable(t);
+                model.insert(t);
+            } else {
+                st.remove_runnable(t);
+                model.remove(&t);
+            }
+            assert!(st.runnable.iter().copied().eq(model.iter().copied()));
+        }
+    }
+}
