@@ -161,6 +161,133 @@ impl fmt::Display for Dist {
     }
 }
 
+/// Bits of the index into a [`Sampler`]'s quantile table.
+const TABLE_BITS: u32 = 10;
+const TABLE: usize = 1 << TABLE_BITS;
+/// Bits of a uniform draw below the table index (53 bits in all).
+const FRAC_BITS: u32 = 53 - TABLE_BITS;
+
+/// Draws from one fixed [`Dist`] at the cost of a table lookup, for samplers
+/// called at every scheduling decision.
+///
+/// A lognormal sample is its quantile function at one uniform draw. The
+/// quantile function is tabulated at `TABLE + 1` evenly spaced probabilities
+/// and interpolated linearly between them; in the first and last interval,
+/// where it is steep, it is evaluated directly. One 64-bit draw per sample,
+/// no transcendental function except in the tails (2 draws in 1024). Other
+/// distributions fall back to [`Dist::sample`].
+#[derive(Clone, Debug)]
+pub(crate) struct Sampler {
+    dist: Dist,
+    /// Quantiles at `i / TABLE` in fixed point (`shift` fractional bits), so
+    /// that interpolation is integer arithmetic; empty when `dist` is not
+    /// tabulated.
+    table: Box<[u64]>,
+    shift: u32,
+}
+
+impl Sampler {
+    pub fn new(dist: &Dist) -> Self {
+        let Dist::LogNormal { median, sigma } = *dist else {
+            return Sampler {
+                dist: dist.clone(),
+                table: Box::default(),
+                shift: 0,
+            };
+        };
+        let q = |i: usize| lognormal_quantile(median, sigma, i as f64 / TABLE as f64);
+        // As many fractional bits (up to 16) as the largest entry leaves room
+        // for; the ends are never interpolated (they are 0 and infinity).
+        let top = q(TABLE - 1).max(1.0);
+        let shift = (62 - (top.log2().ceil() as i64).clamp(0, 62)).min(16) as u32;
+        let scale = (1u64 << shift) as f64;
+        let table = (0..=TABLE)
+            .map(|i| match i {
+                0 => 0,
+                TABLE => u64::MAX,
+                _ => (q(i) * scale) as u64,
+            })
+            .collect();
+        Sampler {
+            dist: dist.clone(),
+            table,
+            shift,
+        }
+    }
+
+    #[inline]
+    pub fn sample(&self, r: &mut impl Rng) -> u64 {
+        let Dist::LogNormal { median, sigma } = self.dist else {
+            return self.dist.sample(r);
+        };
+        let bits = r.next_u64() >> 11;
+        let i = (bits >> FRAC_BITS) as usize;
+        if i == 0 || i == TABLE - 1 {
+            // The midpoint of the draw's cell: never 0 or 1.
+            let u = (bits as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+            return lognormal_quantile(median, sigma, u) as u64;
+        }
+        let frac = u128::from(bits & ((1 << FRAC_BITS) - 1));
+        let (a, b) = (self.table[i], self.table[i + 1]);
+        let step = (u128::from(b - a) * frac) >> FRAC_BITS;
+        (a + step as u64) >> self.shift
+    }
+}
+
+fn lognormal_quantile(median: u64, sigma: f64, p: f64) -> f64 {
+    median as f64 * (sigma * std_normal_quantile(p)).exp()
+}
+
+/// The standard normal quantile function for `0 < p < 1` (Acklam's rational
+/// approximation; relative error below 1.2e-9).
+fn std_normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    const P_LOW: f64 = 0.02425;
+    let tail = |q: f64| {
+        let q = (-2.0 * q.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < P_LOW {
+        tail(p)
+    } else if p <= 1.0 - P_LOW {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -tail(1.0 - p)
+    }
+}
+
 /// Box-Muller; two uniform draws per sample.
 fn std_normal(r: &mut impl Rng) -> f64 {
     let u1 = 1.0 - unit(r);
@@ -267,6 +394,78 @@ mod tests {
                 (mean - want).abs() / want < 0.05,
                 "{text}: sampled mean {mean}, expected {want}"
             );
+        }
+    }
+
+    #[test]
+    fn normal_quantile_matches_known_values() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_984_540_054),
+            (0.841_344_746_068_543, 1.0),
+            (0.01, -2.326_347_874_040_841),
+            (1e-6, -4.753_424_308_822_899),
+            (1.0 - 1e-9, 5.997_807_015_007_686),
+        ] {
+            let got = std_normal_quantile(p);
+            assert!((got - z).abs() < 1e-8, "p {p}: {got}, expected {z}");
+        }
+    }
+
+    #[test]
+    fn table_sampler_keeps_the_lognormal_distribution() {
+        for text in [
+            "lognormal(150ns, 0.6)",
+            "lognormal(1us, 0.5)",
+            "lognormal(200ns, 1.5)",
+        ] {
+            let d = Dist::parse(text).unwrap();
+            let Dist::LogNormal { median, sigma } = d else {
+                unreachable!()
+            };
+            let s = Sampler::new(&d);
+            let mut r = rng::rng(5, 0);
+            let n = 400_000;
+            let mut xs: Vec<u64> = (0..n).map(|_| s.sample(&mut r)).collect();
+            let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+            let want = d.mean();
+            assert!(
+                (mean - want).abs() / want < 0.02,
+                "{text}: sampled mean {mean}, expected {want}"
+            );
+            xs.sort_unstable();
+            for p in [0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999] {
+                let got = xs[(p * n as f64) as usize] as f64;
+                let want = lognormal_quantile(median, sigma, p);
+                assert!(
+                    (got - want).abs() / want < 0.03 + 1.0 / want,
+                    "{text}: quantile {p} sampled {got}, expected {want}"
+                );
+            }
+            // Same draws, same samples.
+            let (mut a, mut b) = (rng::rng(9, 2), rng::rng(9, 2));
+            for _ in 0..1000 {
+                assert_eq!(s.sample(&mut a), s.sample(&mut b));
+            }
+        }
+    }
+
+    #[test]
+    fn table_interpolation_stays_close_to_the_quantile_function() {
+        let (median, sigma) = (150, 0.6);
+        let s = Sampler::new(&Dist::LogNormal { median, sigma });
+        for k in 1..TABLE - 1 {
+            for f in [0.25, 0.5, 0.75] {
+                let p = (k as f64 + f) / TABLE as f64;
+                let scale = (1u64 << s.shift) as f64;
+                let (a, b) = (s.table[k] as f64 / scale, s.table[k + 1] as f64 / scale);
+                let lerp = a + (b - a) * f;
+                let exact = lognormal_quantile(median, sigma, p);
+                assert!(
+                    (lerp - exact).abs() / exact < 0.02,
+                    "p {p}: {lerp} vs {exact}"
+                );
+            }
         }
     }
 

@@ -116,6 +116,9 @@ pub(crate) struct State {
     pub current: Option<TaskId>,
     next: Option<TaskId>,
     timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
+    /// Deadline of the earliest pending timer (a cache of `timers.peek()`,
+    /// read at every decision).
+    timer_head: Option<u64>,
     timer_slots: Vec<Option<(ObjId, TimerAction)>>,
     timer_seq: u64,
     pub objects: Vec<(ObjKind, Rc<str>)>,
@@ -140,15 +143,34 @@ pub(crate) struct Kernel {
 }
 
 impl State {
+    // Insertion and removal shift the ids above `t` one by one in a loop that
+    // stops at a compared value: for the short lists kept here that is
+    // cheaper than `Vec::insert`/`remove`, which call `memmove`.
+
     fn insert_runnable(&mut self, t: TaskId) {
-        if let Err(pos) = self.runnable.binary_search(&t) {
-            self.runnable.insert(pos, t);
+        let v = &mut self.runnable;
+        if v.binary_search(&t).is_ok() {
+            return;
         }
+        v.push(t);
+        let mut j = v.len() - 1;
+        while j > 0 && v[j - 1] > t {
+            v[j] = v[j - 1];
+            j -= 1;
+        }
+        v[j] = t;
     }
 
     fn remove_runnable(&mut self, t: TaskId) {
-        if let Ok(pos) = self.runnable.binary_search(&t) {
-            self.runnable.remove(pos);
+        let v = &mut self.runnable;
+        if v.binary_search(&t).is_err() {
+            return;
+        }
+        let mut carry = v.pop().expect("t is in the list");
+        let mut j = v.len();
+        while carry != t {
+            j -= 1;
+            carry = std::mem::replace(&mut v[j], carry);
         }
     }
 
@@ -211,30 +233,37 @@ impl State {
         self.timer_slots.push(Some((obj, action)));
         self.timer_seq += 1;
         self.timers.push(slot, Reverse((deadline, self.timer_seq)));
+        if self.timer_head.is_none_or(|d| deadline < d) {
+            self.timer_head = Some(deadline);
+        }
         slot
+    }
+
+    fn refresh_timer_head(&mut self) {
+        self.timer_head = self.timers.peek().map(|(_, Reverse((d, _)))| *d);
     }
 
     /// Go's `Timer.Stop`: true if the timer was pending and is now cancelled.
     pub fn stop_timer(&mut self, slot: u32) -> bool {
         if self.timers.remove(&slot).is_some() {
             self.timer_slots[slot as usize] = None;
+            self.refresh_timer_head();
             true
         } else {
             false
         }
     }
 
+    #[inline]
     fn next_timer_deadline(&self) -> Option<u64> {
-        self.timers
-            .peek()
-            .map(|(_, Reverse((d, _)))| *d)
-            .filter(|&d| d <= self.horizon)
+        self.timer_head.filter(|&d| d <= self.horizon)
     }
 
     /// Pops the earliest timer and performs its action. Returns the task to
     /// spawn (its future must be installed by the caller, outside the borrow).
     fn fire_next_timer(&mut self) -> Option<(TaskId, LocalFut)> {
         let (slot, Reverse((deadline, _))) = self.timers.pop()?;
+        self.refresh_timer_head();
         self.now = self.now.max(deadline);
         let (obj, action) = self.timer_slots[slot as usize].take()?;
         match action {
@@ -279,12 +308,21 @@ impl State {
     }
 }
 
+/// What a preemption point does next.
+pub(crate) enum Preempted {
+    /// The running task continues (its operation has been traced).
+    Continue,
+    /// The task must return `Pending`; if `trace_on_resume`, its operation is
+    /// to be traced when it is resumed.
+    Yield { trace_on_resume: bool },
+}
+
 impl Kernel {
     /// Asks the strategy who runs next. `cur` is the task at a preemption
     /// point that could continue, or `None` if the running task blocked.
-    fn decide(&self, cur: Option<TaskId>) -> Next {
+    #[inline(always)]
+    fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
         loop {
-            let mut st = self.st.borrow_mut();
             if st.steps >= st.max_steps || st.now > st.max_time {
                 st.limit_hit = true;
                 return Next::Limit;
@@ -296,11 +334,9 @@ impl Kernel {
                 }
                 // Nothing can run: time jumps to the next timer; not a choice.
                 let spawned = st.fire_next_timer();
-                drop(st);
                 self.install(spawned);
                 continue;
             }
-            let st = &mut *st;
             let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
             let point = Point {
                 runnable: &st.runnable,
@@ -340,18 +376,98 @@ impl Kernel {
         }
     }
 
-    /// A preemption point of the running task. Returns true if it continues
-    /// now, false if it must return `Pending` (another task was chosen, or
-    /// the run is being stopped).
-    pub fn preempt(&self) -> bool {
-        let cur = self.st.borrow().current;
-        match self.decide(cur) {
-            Next::Continue => true,
-            Next::Switch(t) => {
-                self.st.borrow_mut().next = Some(t);
-                false
+    /// The preemption point before operation `op` on `obj` of the running
+    /// task. If the task continues now, the operation is traced (when
+    /// `traced` and the run records a trace). Otherwise the task must return
+    /// `Pending` (another task was chosen, or the run is being stopped).
+    pub fn preempt(&self, op: Op, obj: ObjId, traced: bool) -> Preempted {
+        let mut st = self.st.borrow_mut();
+        let cur = st.current;
+        match self.decide(&mut st, cur) {
+            Next::Continue => {
+                if traced && st.tracing() {
+                    st.trace_event(op, obj, None);
+                }
+                Preempted::Continue
             }
-            Next::Idle | Next::Limit => false,
+            Next::Switch(t) => {
+                st.next = Some(t);
+                Preempted::Yield {
+                    trace_on_resume: traced && st.tracing(),
+                }
+            }
+            Next::Idle | Next::Limit => Preempted::Yield {
+                trace_on_resume: traced && st.tracing(),
+            },
+        }
+    }
+
+    /// The run loop: polls the chosen task until nothing can happen any
+    /// more. Returns the report of a task that returned `Pending` outside a
+    /// kernel primitive. While a task is polled, it and its future are in
+    /// `polling` (left there if the poll panics).
+    fn drive(
+        &self,
+        main_id: TaskId,
+        grace: u64,
+        cx: &mut Context<'_>,
+        polling: &mut Option<(TaskId, LocalFut)>,
+    ) -> Option<oracle::PanicReport> {
+        loop {
+            let task = {
+                let mut st = self.st.borrow_mut();
+                let task = match st.next.take() {
+                    Some(t) => t,
+                    None => match self.decide(&mut st, None) {
+                        Next::Switch(t) => t,
+                        Next::Continue => unreachable!("no current task to continue"),
+                        Next::Idle | Next::Limit => return None,
+                    },
+                };
+                st.current = Some(task);
+                task
+            };
+            let fut = self.futs.borrow_mut()[task.index()]
+                .take()
+                .expect("a runnable task has a future");
+            let (_, fut) = polling.insert((task, fut));
+            let polled = fut.as_mut().poll(cx);
+            let (_, fut) = polling.take().expect("the polled task");
+            match polled {
+                Poll::Ready(()) => {
+                    drop(fut);
+                    let mut st = self.st.borrow_mut();
+                    st.trace_event(Op::Exit, NO_OBJ, None);
+                    st.tasks[task.index()].state = TaskState::Done;
+                    st.remove_runnable(task);
+                    let now = st.now;
+                    st.strategy.on_block(task, now);
+                    if task == main_id {
+                        st.main_done_at = Some(now);
+                        st.horizon = now.saturating_add(grace);
+                    }
+                    st.current = None;
+                }
+                Poll::Pending => {
+                    self.futs.borrow_mut()[task.index()] = Some(fut);
+                    let mut st = self.st.borrow_mut();
+                    if st.limit_hit {
+                        return None;
+                    }
+                    let still_runnable =
+                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
+                    if still_runnable && st.next.is_none() {
+                        // The task awaited something that is not a kernel
+                        // primitive; it would never be woken.
+                        let name = st.tasks[task.index()].name.clone();
+                        return Some(oracle::PanicReport {
+                            task: name.to_string(),
+                            message: "task returned Pending outside an lbsim primitive".into(),
+                        });
+                    }
+                    st.current = None;
+                }
+            }
         }
     }
 
@@ -396,6 +512,19 @@ impl Kernel {
 /// Runs simulations with one strategy, one run after another.
 pub struct Sim {
     strategy: Option<Box<dyn Strategy>>,
+    spare: Spare,
+}
+
+/// The kernel's buffers, kept empty between runs so that a batch of short
+/// runs does not allocate them again for each run.
+#[derive(Default)]
+struct Spare {
+    tasks: Vec<TaskInfo>,
+    runnable: Vec<TaskId>,
+    futs: Vec<Option<LocalFut>>,
+    objects: Vec<(ObjKind, Rc<str>)>,
+    timer_slots: Vec<Option<(ObjId, TimerAction)>>,
+    timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
 }
 
 impl Sim {
@@ -403,6 +532,7 @@ impl Sim {
         oracle::install_panic_hook();
         Sim {
             strategy: Some(strategy),
+            spare: Spare::default(),
         }
     }
 
@@ -426,16 +556,29 @@ impl Sim {
     {
         let mut strategy = self.strategy.take().expect("Sim::run is not reentrant");
         strategy.new_execution(cfg.seed);
+        let Spare {
+            mut tasks,
+            mut runnable,
+            mut futs,
+            mut objects,
+            timer_slots,
+            timers,
+        } = std::mem::take(&mut self.spare);
+        tasks.reserve(32);
+        runnable.reserve(32);
+        futs.reserve(32);
+        objects.push((ObjKind::None, Rc::from("-")));
         let st = State {
             now: 0,
-            tasks: Vec::with_capacity(32),
-            runnable: Vec::with_capacity(32),
+            tasks,
+            runnable,
             current: None,
             next: None,
-            timers: PriorityQueue::new(),
-            timer_slots: Vec::new(),
+            timers,
+            timer_head: None,
+            timer_slots,
             timer_seq: 0,
-            objects: vec![(ObjKind::None, Rc::from("-"))],
+            objects,
             strategy,
             steps: 0,
             preemptions: 0,
@@ -452,78 +595,39 @@ impl Sim {
         };
         let kernel = Rc::new(Kernel {
             st: RefCell::new(st),
-            futs: RefCell::new(Vec::with_capacity(32)),
+            futs: RefCell::new(futs),
         });
         KERNEL.with(|k| *k.borrow_mut() = Some(kernel.clone()));
         let _in_sim = oracle::InSim::enter();
 
         let main_id = kernel.spawn(Rc::from("main"), Box::pin(main));
-        let mut panic = None;
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-
-        loop {
-            let next = kernel.st.borrow_mut().next.take();
-            let task = match next {
-                Some(t) => t,
-                None => match kernel.decide(None) {
-                    Next::Switch(t) => t,
-                    Next::Continue => unreachable!("no current task to continue"),
-                    Next::Idle | Next::Limit => break,
-                },
-            };
-            kernel.st.borrow_mut().current = Some(task);
-            let mut fut = kernel.futs.borrow_mut()[task.index()]
-                .take()
-                .expect("a runnable task has a future");
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-            match polled {
-                Ok(Poll::Ready(())) => {
-                    drop(fut);
-                    let mut st = kernel.st.borrow_mut();
-                    st.trace_event(Op::Exit, NO_OBJ, None);
-                    st.tasks[task.index()].state = TaskState::Done;
-                    st.remove_runnable(task);
-                    let now = st.now;
-                    st.strategy.on_block(task, now);
-                    if task == main_id {
-                        st.main_done_at = Some(now);
-                        st.horizon = now.saturating_add(cfg.grace);
-                    }
-                    st.current = None;
-                }
-                Ok(Poll::Pending) => {
-                    kernel.futs.borrow_mut()[task.index()] = Some(fut);
-                    let mut st = kernel.st.borrow_mut();
-                    if st.limit_hit {
-                        break;
-                    }
-                    let still_runnable =
-                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
-                    if still_runnable && st.next.is_none() {
-                        // The task awaited something that is not a kernel
-                        // primitive; it would never be woken.
-                        let name = st.tasks[task.index()].name.clone();
-                        panic = Some(oracle::PanicReport {
-                            task: name.to_string(),
-                            message: "task returned Pending outside an lbsim primitive".into(),
-                        });
-                        break;
-                    }
-                    st.current = None;
-                }
-                Err(payload) => {
-                    let st = kernel.st.borrow();
-                    panic = Some(oracle::PanicReport {
-                        task: st.tasks[task.index()].name.to_string(),
-                        message: oracle::panic_message(&payload),
-                    });
-                    drop(st);
-                    drop(fut);
-                    break;
-                }
+        // The task being polled and its future live outside the unwind
+        // boundary, so a panicking task is named and its future dropped
+        // after the report is taken. One `catch_unwind` covers the whole run
+        // loop instead of one per poll; a panic outside a poll is not a
+        // task's and propagates as before.
+        let mut polling: Option<(TaskId, LocalFut)> = None;
+        let driven = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            kernel.drive(main_id, cfg.grace, &mut cx, &mut polling)
+        }));
+        let panic = match driven {
+            Ok(panic) => panic,
+            Err(payload) => {
+                let Some((task, fut)) = polling.take() else {
+                    std::panic::resume_unwind(payload)
+                };
+                let st = kernel.st.borrow();
+                let panic = oracle::PanicReport {
+                    task: st.tasks[task.index()].name.to_string(),
+                    message: oracle::panic_message(&payload),
+                };
+                drop(st);
+                drop(fut);
+                Some(panic)
             }
-        }
+        };
 
         let report = {
             let mut st = kernel.st.borrow_mut();
@@ -583,15 +687,76 @@ impl Sim {
 
         // Drop the futures while the kernel is still reachable (their
         // destructors may release primitives), then detach it.
-        let futs = std::mem::take(&mut *kernel.futs.borrow_mut());
-        drop(futs);
-        let timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
-        drop(timer_slots);
+        let mut futs = std::mem::take(&mut *kernel.futs.borrow_mut());
+        futs.clear();
+        let mut timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
+        timer_slots.clear();
         KERNEL.with(|k| *k.borrow_mut() = None);
         let kernel = Rc::try_unwrap(kernel)
             .ok()
             .expect("the kernel is not shared after the run");
-        self.strategy = Some(kernel.st.into_inner().strategy);
+        let mut st = kernel.st.into_inner();
+        st.tasks.clear();
+        st.runnable.clear();
+        st.objects.clear();
+        st.timers.clear();
+        self.spare = Spare {
+            tasks: st.tasks,
+            runnable: st.runnable,
+            futs,
+            objects: st.objects,
+            timer_slots,
+            timers: st.timers,
+        };
+        self.strategy = Some(st.strategy);
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::strategy::RandomStrategy;
+
+    #[test]
+    fn runnable_list_stays_sorted_and_unique() {
+        let mut st = State {
+            now: 0,
+            tasks: Vec::new(),
+            runnable: Vec::new(),
+            current: None,
+            next: None,
+            timers: PriorityQueue::new(),
+            timer_head: None,
+            timer_slots: Vec::new(),
+            timer_seq: 0,
+            objects: Vec::new(),
+            strategy: Box::new(RandomStrategy::new()),
+            steps: 0,
+            preemptions: 0,
+            record: None,
+            trace: None,
+            hash: 0,
+            data_rng: rng::rng(0, rng::STREAM_DATA),
+            horizon: u64::MAX,
+            max_steps: 0,
+            max_time: 0,
+            max_early_fire: u64::MAX,
+            main_done_at: None,
+            limit_hit: false,
+        };
+        let mut model = std::collections::BTreeSet::new();
+        let mut r = rng::rng(11, 0);
+        for _ in 0..20_000 {
+            let t = TaskId(rng::below(&mut r, 24) as u32);
+            if rng::below(&mut r, 2) == 0 {
+                st.insert_runnable(t);
+                model.insert(t);
+            } else {
+                st.remove_runnable(t);
+                model.remove(&t);
+            }
+            assert!(st.runnable.iter().copied().eq(model.iter().copied()));
+        }
     }
 }

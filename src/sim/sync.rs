@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::executor::{try_with, with};
+use super::executor::{Preempted, try_with, with};
 use super::task::{Blocker, ObjId, ObjKind, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
@@ -21,6 +21,9 @@ pub(crate) struct Preempt {
     obj: ObjId,
     yielded: bool,
     traced: bool,
+    /// Set when the task yielded here in a traced run: the operation is
+    /// traced when the task resumes.
+    trace_on_resume: bool,
 }
 
 pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
@@ -29,6 +32,7 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
         obj,
         yielded: false,
         traced: true,
+        trace_on_resume: false,
     }
 }
 
@@ -39,47 +43,68 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
         obj: super::task::NO_OBJ,
         yielded: false,
         traced: false,
+        trace_on_resume: false,
     }
 }
 
 impl Future for Preempt {
     type Output = ();
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        let go_on = self.yielded || with(|k| k.preempt());
-        if go_on && !self.traced {
-            Poll::Ready(())
-        } else if go_on {
-            with(|k| {
-                let mut st = k.st.borrow_mut();
-                if st.tracing() {
-                    st.trace_event(self.op, self.obj, None);
-                }
-            });
-            Poll::Ready(())
-        } else {
-            self.yielded = true;
-            Poll::Pending
+        if self.yielded {
+            // Resumed: the task that chose this one already took the decision.
+            if self.trace_on_resume {
+                with(|k| k.st.borrow_mut().trace_event(self.op, self.obj, None));
+            }
+            return Poll::Ready(());
+        }
+        match with(|k| k.preempt(self.op, self.obj, self.traced)) {
+            Preempted::Continue => Poll::Ready(()),
+            Preempted::Yield { trace_on_resume } => {
+                self.yielded = true;
+                self.trace_on_resume = trace_on_resume;
+                Poll::Pending
+            }
         }
     }
 }
 
 /// Blocks the current task until another task wakes it.
-pub(crate) struct Block {
+pub(crate) struct Block<'a> {
     blocker: Option<Blocker>,
+    /// The wait list the task joins as it blocks, if any.
+    waiters: Option<&'a Waiters>,
 }
 
-pub(crate) fn block(blocker: Blocker) -> Block {
+pub(crate) fn block(blocker: Blocker) -> Block<'static> {
     Block {
         blocker: Some(blocker),
+        waiters: None,
     }
 }
 
-impl Future for Block {
+/// Adds the current task to `waiters` and blocks it until another task wakes
+/// it (one kernel access for both).
+fn block_on(waiters: &Waiters, blocker: Blocker) -> Block<'_> {
+    Block {
+        blocker: Some(blocker),
+        waiters: Some(waiters),
+    }
+}
+
+impl Future for Block<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         match self.blocker.take() {
             Some(b) => {
-                with(|k| k.st.borrow_mut().block_current(b));
+                let waiters = self.waiters;
+                with(|k| {
+                    let mut st = k.st.borrow_mut();
+                    if let Some(w) = waiters {
+                        w.add(st.current.expect("called outside a task"));
+                    }
+                    st.block_current(b);
+                });
                 Poll::Pending
             }
             None => Poll::Ready(()),
@@ -116,15 +141,16 @@ impl Waiters {
         if w.is_empty() {
             return;
         }
-        let waiters = std::mem::take(&mut *w);
-        drop(w);
         // Outside a run (a destructor after it ended) there is no one to wake.
+        // Waking touches only the kernel state, never a wait list, so the list
+        // stays borrowed and keeps its buffer for the next waiters.
         let _ = try_with(|k| {
             let mut st = k.st.borrow_mut();
-            for t in waiters {
+            for &t in w.iter() {
                 st.wake(t);
             }
         });
+        w.clear();
     }
 }
 
@@ -157,8 +183,7 @@ impl Mutex {
     pub async fn lock(&self) -> MutexGuard<'_> {
         preempt(Op::Lock, self.id).await;
         while self.locked.get() {
-            self.waiters.add(current());
-            block(Blocker::On(Op::Lock, self.id)).await;
+            block_on(&self.waiters, Blocker::On(Op::Lock, self.id)).await;
         }
         self.locked.set(true);
         MutexGuard {
@@ -243,8 +268,7 @@ impl<T> Unbounded<T> {
             if self.closing.get() {
                 return None;
             }
-            self.waiters.add(current());
-            block(Blocker::On(Op::Get, self.id)).await;
+            block_on(&self.waiters, Blocker::On(Op::Get, self.id)).await;
         }
     }
 
@@ -305,8 +329,7 @@ impl Event {
     pub async fn wait(&self) {
         preempt(Op::Wait, self.id).await;
         while !self.fired.get() {
-            self.waiters.add(current());
-            block(Blocker::On(Op::Wait, self.id)).await;
+            block_on(&self.waiters, Blocker::On(Op::Wait, self.id)).await;
         }
     }
 }
@@ -363,8 +386,7 @@ impl<T> OneshotReceiver<T> {
             if self.0.sender_gone.get() {
                 return None;
             }
-            self.0.waiters.add(current());
-            block(Blocker::On(Op::Recv, self.0.id)).await;
+            block_on(&self.0.waiters, Blocker::On(Op::Recv, self.0.id)).await;
         }
     }
 }

@@ -93,10 +93,20 @@ impl Strategy for Pct {
             }
             self.next_change += 1;
         }
+        // Runnable is sorted by id: one size check covers every task here.
+        if let Some(last) = point.runnable.last()
+            && last.index() >= self.priorities.len()
+        {
+            self.priorities.resize(last.index() + 1, 0);
+        }
         let mut best = None;
         let mut best_p = 0;
         for &t in point.runnable {
-            let p = self.priority(t);
+            let mut p = self.priorities[t.index()];
+            if p == 0 {
+                p = self.fresh_priority();
+                self.priorities[t.index()] = p;
+            }
             if best.is_none() || p > best_p {
                 best = Some(Choice::Task(t));
                 best_p = p;

@@ -12,7 +12,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::{Choice, Decision, Point, Strategy};
-use crate::sim::dist::Dist;
+use crate::sim::dist::{Dist, Sampler};
 use crate::sim::rng;
 use crate::sim::task::TaskId;
 
@@ -50,6 +50,10 @@ impl Default for RuntimeModel {
 
 pub struct Timed {
     model: RuntimeModel,
+    /// Table-driven samplers of `model.step_cost` and `model.wake_latency`,
+    /// drawn at every decision and every wake-up.
+    step_cost: Sampler,
+    wake_latency: Sampler,
     rng: ChaCha8Rng,
     /// Earliest time each task can run its next step.
     ready_at: Vec<u64>,
@@ -61,6 +65,8 @@ impl Timed {
     pub fn new(model: RuntimeModel) -> Self {
         let p = model.gomaxprocs.max(1) as usize;
         Timed {
+            step_cost: Sampler::new(&model.step_cost),
+            wake_latency: Sampler::new(&model.wake_latency),
             model,
             rng: rng::rng(0, rng::STREAM_TIMING),
             ready_at: Vec::new(),
@@ -92,22 +98,32 @@ impl Strategy for Timed {
             .enumerate()
             .min_by_key(|&(i, t)| (t, i))
             .expect("at least one processor");
-        let mut best: Option<(u64, TaskId)> = None;
+        // Every step starts at the earliest when a processor is free and not
+        // in the past; the one that can start first runs. Ties go to the
+        // running task (no switch), then to the lowest id.
+        let floor = proc_free.max(point.now);
+        if let Some(last) = point.runnable.last()
+            && last.index() >= self.ready_at.len()
+        {
+            self.ready_at.resize(last.index() + 1, 0);
+        }
+        let mut best = (u64::MAX, point.runnable[0]);
+        let mut current_start = None;
         for &t in point.runnable {
-            let start = (*self.ready(t)).max(proc_free).max(point.now);
-            // Ties go to the running task (no switch), then to the lowest id.
-            let better = match best {
-                None => true,
-                Some((b, bt)) => {
-                    start < b
-                        || (start == b && Some(t) == point.current && Some(bt) != point.current)
-                }
-            };
-            if better {
-                best = Some((start, t));
+            let start = self.ready_at[t.index()].max(floor);
+            if start < best.0 {
+                best = (start, t);
+            }
+            if Some(t) == point.current {
+                current_start = Some(start);
             }
         }
-        let (start, task) = best.expect("runnable is never empty");
+        if let Some(c) = point.current
+            && current_start == Some(best.0)
+        {
+            best.1 = c;
+        }
+        let (start, task) = best;
         if let Some(deadline) = point.next_timer
             && deadline <= start
         {
@@ -116,7 +132,7 @@ impl Strategy for Timed {
                 at: deadline.max(point.now),
             };
         }
-        let cost = self.model.step_cost.sample(&mut self.rng).max(1);
+        let cost = self.step_cost.sample(&mut self.rng).max(1);
         let end = start + cost;
         self.procs[proc_idx] = end;
         let mut ready = end;
@@ -135,7 +151,7 @@ impl Strategy for Timed {
     }
 
     fn on_wake(&mut self, task: TaskId, now: u64) {
-        let lat = self.model.wake_latency.sample(&mut self.rng);
+        let lat = self.wake_latency.sample(&mut self.rng);
         let r = self.ready(task);
         *r = (*r).max(now + lat);
     }
