@@ -1,3 +1,4 @@
 pub mod cli;
 pub mod grpc;
+pub mod report;
 pub mod sim;

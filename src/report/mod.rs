@@ -1,0 +1,332 @@
+//! Reports: leak-rate and sweep charts, and the timeline picture of a trace.
+//!
+//! Pictures are drawn with plotters into PNG or SVG, chosen by the file
+//! extension. Text uses the bundled DejaVu Sans (see `assets/fonts/`), so no
+//! system font library is needed. Every file is written atomically: drawn
+//! into a temporary file in the same directory, then renamed over the target.
+
+pub mod chart;
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+pub use chart::{RateBar, SweepPoint, leak_rate_chart, sweep_chart};
+
+/// Why a chart could not be written. Every variant names the target file.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("{}: unsupported picture format; use a .png or .svg file name", path.display())]
+    UnsupportedFormat { path: PathBuf },
+    #[error("{}: nothing to draw: {what}", path.display())]
+    Empty { path: PathBuf, what: String },
+    #[error("{}: the bundled font could not be loaded", path.display())]
+    Font { path: PathBuf },
+    #[error("{}: drawing failed: {message}", path.display())]
+    Draw { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// DejaVu Sans 2.37 from Debian's fonts-dejavu-core; licence beside it.
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// The font family name every text style in this module uses.
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
+
+/// Registers the bundled font with plotters, once per process.
+pub(crate) fn ensure_font(path: &Path) -> Result<(), ChartError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ChartError::Font {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Format {
+    Png,
+    Svg,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Self, ChartError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(Format::Png),
+            Some("svg") => Ok(Format::Svg),
+            _ => Err(ChartError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+}
+
+pub(crate) type DrawResult = Result<(), Box<dyn Error>>;
+
+/// Something that draws itself on a drawing area of any backend.
+pub(crate) trait Paint {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Draws `picture` into `path` (PNG or SVG by extension) of `size` pixels,
+/// through a temporary file in the same directory and a rename.
+pub(crate) fn render(
+    path: &Path,
+    size: (u32, u32),
+    picture: &impl Paint,
+) -> Result<(), ChartError> {
+    let format = Format::of(path)?;
+    ensure_font(path)?;
+    let name =
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| ChartError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            })?;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let ext = match format {
+        Format::Png => "png",
+        Format::Svg => "svg",
+    };
+    // The temporary name keeps the extension: the bitmap encoder picks the
+    // image format from it.
+    let tmp = path.with_file_name(format!(".{name}.{}-{seq}.tmp.{ext}", std::process::id()));
+    let draw_err = |e: Box<dyn Error>| ChartError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let drawn: Result<(), ChartError> = match format {
+        Format::Svg => {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+                picture.paint(&root).map_err(draw_err)?;
+                root.present().map_err(|e| draw_err(Box::new(e)))?;
+            }
+            std::fs::write(&tmp, svg).map_err(|source| ChartError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Format::Png => {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            let r = picture
+                .paint(&root)
+                .and_then(|()| root.present().map_err(|e| Box::new(e) as Box<dyn Error>));
+            drop(root);
+            r.map_err(|e| {
+                // The encoder reports a missing directory as a drawing error.
+                match std::fs::metadata(
+                    path.parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new(".")),
+                ) {
+                    Err(source) => ChartError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    Ok(_) => draw_err(e),
+                }
+            })
+        }
+    };
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ChartError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// A text style in the bundled font.
+pub(crate) fn font(size: f64) -> TextStyle<'static> {
+    (FONT_FAMILY, size).into_font().color(&BLACK)
+}
+
+/// Width in pixels of `s` in the bundled font at `size` (after [`ensure_font`]).
+pub(crate) fn text_width(s: &str, size: f64) -> i32 {
+    font(size)
+        .font
+        .box_size(s)
+        .map_or(s.len() as i32 * size as i32 / 2, |(w, _)| w as i32)
+}
+
+/// Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
+pub(crate) const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(120, 120, 120), // grey
+    RGBColor(0, 0, 0),       // black
+];
+
+/// A stable colour for a variant: the known variants always get the same
+/// one (buggy red, fixed green), others take the palette in order of
+/// appearance (`index`).
+pub(crate) fn variant_colour(name: &str, index: usize) -> RGBColor {
+    match name {
+        "pre-4308" => PALETTE[4],
+        "pre-8095" | "buggy" => PALETTE[1],
+        "pr-8095" | "fixed" => PALETTE[2],
+        "priority-lock" => PALETTE[0],
+        "a115" => PALETTE[3],
+        _ => [PALETTE[5], PALETTE[0], PALETTE[3], PALETTE[6], PALETTE[7]][index % 5],
+    }
+}
+
+/// `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate for a label: plain decimals down to 0.001, scientific below
+/// (`2.1e-5`), three significant digits at most.
+pub(crate) fn fmt_rate(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    if v >= 0.001 {
+        let digits = (2 - v.log10().floor() as i32).max(0) as usize;
+        let s = format!("{v:.digits$}");
+        trim_zeros(&s)
+    } else {
+        let e = v.log10().floor() as i32;
+        let m = v / 10f64.powi(e);
+        // Rounding the mantissa may carry into the next decade.
+        let (m, e) = if (m * 10.0).round() >= 100.0 {
+            (1.0, e + 1)
+        } else {
+            (m, e)
+        };
+        format!("{}e{e}", trim_zeros(&format!("{m:.1}")))
+    }
+}
+
+/// Tick label for a power of ten on a log axis.
+pub(crate) fn fmt_decade(v: f64) -> String {
+    let e = v.log10().round() as i32;
+    if (-2..=0).contains(&e) {
+        fmt_rate(10f64.powi(e))
+    } else if e > 0 {
+        thousands(10u64.pow(e as u32))
+    } else {
+        format!("1e{e}")
+    }
+}
+
+pub(crate) fn trim_zeros(s: &str) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Output files of this module's tests: each in the system's temporary
+/// directory, removed when the test ends (set `LBSIM_KEEP_CHARTS` to keep
+/// them for a look).
+#[cfg(test)]
+pub(crate) struct Scratch(PathBuf);
+
+#[cfg(test)]
+impl Scratch {
+    pub(crate) fn new(name: &str) -> Self {
+        // One directory per file: tests run in parallel.
+        let dir = std::env::temp_dir().join(format!("lbsim-report-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        Scratch(dir.join(name))
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LBSIM_KEEP_CHARTS").is_none() {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = self.0.parent().map(std::fs::remove_dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(100_000), "100,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(fmt_rate(1.0), "1");
+        assert_eq!(fmt_rate(0.5), "0.5");
+        assert_eq!(fmt_rate(0.0123), "0.0123");
+        assert_eq!(fmt_rate(2.0e-5), "2e-5");
+        assert_eq!(fmt_rate(2.14e-5), "2.1e-5");
+        assert_eq!(fmt_rate(9.99e-6), "1e-5");
+        assert_eq!(fmt_decade(1e-5 * 1.000_000_1), "1e-5");
+        assert_eq!(fmt_decade(0.1), "0.1");
+        assert_eq!(fmt_decade(1.0), "1");
+    }
+
+    #[test]
+    fn format_follows_the_extension() {
+        assert_eq!(Format::of(Path::new("a/b.PNG")).unwrap(), Format::Png);
+        assert_eq!(Format::of(Path::new("b.svg")).unwrap(), Format::Svg);
+        let e = Format::of(Path::new("out/chart.jpg")).unwrap_err();
+        assert!(e.to_string().contains("out/chart.jpg"), "{e}");
+    }
+}
