@@ -6,6 +6,7 @@
 //! into a temporary file in the same directory, then renamed over the target.
 
 pub mod chart;
+pub mod timeline;
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 pub use chart::{RateBar, SweepPoint, leak_rate_chart, sweep_chart};
+pub use timeline::{TimelineAxis, TimelineOptions, TimelineWindow, timeline, timeline_with};
 
 /// Why a chart could not be written. Every variant names the target file.
 #[derive(Debug, thiserror::Error)]
