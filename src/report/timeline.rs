@@ -165,23 +165,102 @@ fn window_range(trace: &Trace, window: TimelineWindow) -> (usize, usize) {
     }
 }
 
-/// Where Close's C3 section (whose note is event `c3`) takes the outgoing
-/// lock: from then on every child still in the map is closed, so the
-/// window in which a `Remove` can cache a child for good ends there. The
-/// note itself if the lock is not in the trace.
-fn c3_locks(trace: &Trace, c3: usize) -> usize {
-    let task = trace.events[c3].task;
-    (c3..trace.events.len())
-        .find(|&i| {
-            let e = &trace.events[i];
-            e.task == task
-                && e.op == Op::Lock
-                && trace
-                    .objects
-                    .get(e.obj.0 as usize)
-                    .is_some_and(|(_, name)| &**name == OUTGOING_MUTEX)
+/// Where Close's C3 section (whose note is event `c3`) acquires the
+/// outgoing lock: from then on every child still in the map is closed, so
+/// the window in which a `Remove` can cache a child for good ends there.
+/// `None` if it never does (the window stays open to the end).
+fn c3_acquires(trace: &Trace, holds: &[Hold], c3: usize) -> Option<usize> {
+    let task = trace.events[c3].task?;
+    let asked = (c3..trace.events.len()).find(|&i| {
+        let e = &trace.events[i];
+        e.task == Some(task)
+            && e.op == Op::Lock
+            && trace
+                .objects
+                .get(e.obj.0 as usize)
+                .is_some_and(|(_, name)| &**name == OUTGOING_MUTEX)
+    })?;
+    holds
+        .iter()
+        .find(|h| h.task == task && h.asked == asked)
+        .and_then(|h| h.from)
+}
+
+/// Every mutex hold of the trace. The trace records a `lock` when it is
+/// called, not when it succeeds; holds of one mutex follow each other, so a
+/// task that called `lock` while another held it acquired the mutex at that
+/// holder's `unlock`.
+fn mutex_holds(trace: &Trace) -> Vec<Hold> {
+    let mut asking: BTreeMap<(u32, TaskId), usize> = BTreeMap::new();
+    let mut last_unlock: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut holds = Vec::new();
+    for (i, e) in trace.events.iter().enumerate() {
+        let Some(task) = e.task else { continue };
+        let obj = e.obj.0;
+        match e.op {
+            Op::Lock => {
+                asking.insert((obj, task), i);
+            }
+            Op::Unlock => {
+                if let Some(asked) = asking.remove(&(obj, task)) {
+                    let from = last_unlock.get(&obj).map_or(asked, |&u| u.max(asked));
+                    holds.push(Hold {
+                        task,
+                        obj,
+                        asked,
+                        from: Some(from),
+                        to: Some(i),
+                        depth: 0,
+                    });
+                    last_unlock.insert(obj, i);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Locks never unlocked. One task left: it holds the mutex. Several: the
+    // first to ask after the last unlock got it, if nobody was still
+    // waiting from before; otherwise the trace does not say who did.
+    let mut left: BTreeMap<u32, Vec<(usize, TaskId)>> = BTreeMap::new();
+    for ((obj, task), asked) in asking {
+        left.entry(obj).or_default().push((asked, task));
+    }
+    for (obj, mut tasks) in left {
+        tasks.sort();
+        let unlocked = last_unlock.get(&obj).copied();
+        let holder = match unlocked {
+            _ if tasks.len() == 1 => Some(tasks[0].0),
+            Some(u) if tasks[0].0 < u => None,
+            _ => Some(tasks[0].0),
+        };
+        for (asked, task) in tasks {
+            let from = (holder == Some(asked)).then(|| unlocked.map_or(asked, |u| u.max(asked)));
+            holds.push(Hold {
+                task,
+                obj,
+                asked,
+                from,
+                to: None,
+                depth: 0,
+            });
+        }
+    }
+    let depths: Vec<usize> = holds
+        .iter()
+        .map(|h| {
+            holds
+                .iter()
+                .filter(|o| {
+                    o.task == h.task && o.asked < h.asked && o.to.is_none_or(|to| to > h.asked)
+                })
+                .count()
         })
-        .unwrap_or(c3)
+        .collect();
+    for (h, d) in holds.iter_mut().zip(depths) {
+        h.depth = d;
+    }
+    holds.sort_by_key(|h| (h.asked, h.task, h.obj));
+    holds
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -191,11 +270,13 @@ enum Axis {
     Time(f64, &'static str),
 }
 
-/// A mutex hold: `lock` at `from`, `unlock` at `to` (`None`: never unlocked).
+/// A mutex hold: `lock` called at `asked`, acquired at `from` (`None`: not
+/// known to be, still waiting at the end), `unlock` at `to` (`None`: never).
 struct Hold {
     task: TaskId,
     obj: u32,
-    from: usize,
+    asked: usize,
+    from: Option<usize>,
     to: Option<usize>,
     /// How many of the task's other holds were already open at `from`.
     depth: usize,
@@ -228,8 +309,11 @@ enum LegendItem<'a> {
     Mark(Op),
     Note(&'static str),
     Mutex(u32, &'a str),
+    Waiting,
     Band(String),
 }
+
+const WAITING: &str = "outline: waiting for the mutex";
 
 /// How each kind of operation is marked.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -351,53 +435,16 @@ impl<'a> Layout<'a> {
         };
 
         // Mutex holds over the whole trace, kept if they overlap the window.
-        let mut open: BTreeMap<(TaskId, u32), usize> = BTreeMap::new();
-        let mut holds = Vec::new();
-        for (i, e) in trace.events.iter().enumerate() {
-            let Some(t) = e.task else { continue };
-            match e.op {
-                Op::Lock => {
-                    open.insert((t, e.obj.0), i);
-                }
-                Op::Unlock => {
-                    if let Some(from) = open.remove(&(t, e.obj.0)) {
-                        holds.push(Hold {
-                            task: t,
-                            obj: e.obj.0,
-                            from,
-                            to: Some(i),
-                            depth: 0,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        for ((task, obj), from) in open {
-            holds.push(Hold {
-                task,
-                obj,
-                from,
-                to: None,
-                depth: 0,
-            });
-        }
-        let depths: Vec<usize> = holds
-            .iter()
-            .map(|h| {
-                holds
-                    .iter()
-                    .filter(|o| {
-                        o.task == h.task && o.from < h.from && o.to.is_none_or(|to| to > h.from)
-                    })
-                    .count()
-            })
-            .collect();
-        for (h, d) in holds.iter_mut().zip(depths) {
-            h.depth = d;
-        }
-        holds.retain(|h| h.from < b && h.to.is_none_or(|to| to >= a));
-        holds.sort_by_key(|h| (h.from, h.task, h.obj));
+        let mut holds = mutex_holds(trace);
+        // The leaking window.
+        let cleared = last_note(trace, NOTE_PREFIX_CLEARED, trace.events.len());
+        let band = cleared.map(|c| {
+            (
+                c,
+                first_note(trace, NOTE_PREFIX_C3, c).and_then(|d| c3_acquires(trace, &holds, d)),
+            )
+        });
+        holds.retain(|h| h.asked < b && h.to.is_none_or(|to| to >= a));
         let mut mutexes: Vec<u32> = Vec::new();
         for h in &holds {
             if !mutexes.contains(&h.obj) {
@@ -487,14 +534,6 @@ impl<'a> Layout<'a> {
             Axis::Time(div, _) => trace.events[i].time as f64 / div,
         };
 
-        // The leaking window.
-        let cleared = last_note(trace, NOTE_PREFIX_CLEARED, trace.events.len());
-        let band = cleared.map(|c| {
-            (
-                c,
-                first_note(trace, NOTE_PREFIX_C3, c).map(|d| c3_locks(trace, d)),
-            )
-        });
         let in_band = |i: usize| band.is_some_and(|(c, d)| i > c && d.is_none_or(|d| i < d));
         let cached_in_band: Vec<usize> = (0..trace.events.len())
             .filter(|&i| {
@@ -638,11 +677,15 @@ impl<'a> Layout<'a> {
                     &mut row,
                 );
             }
+            if self.holds.iter().any(|h| h.from != Some(h.asked)) {
+                let w = text_width(WAITING, 13.0) + 48;
+                place(&mut items, LegendItem::Waiting, w, &mut x, &mut row);
+            }
         }
         if self.band_visible() {
             row += 1;
             let mut label = format!(
-                "leaking window: from the cache's Clear (\"{NOTE_PREFIX_CLEARED}\") until Close C3 takes {OUTGOING_MUTEX}; a child cached in between is never closed"
+                "leaking window: from the cache's Clear (\"{NOTE_PREFIX_CLEARED}\") until Close C3 acquires {OUTGOING_MUTEX}; a child cached in between is never closed"
             );
             if let Some(&i) = self.cached_in_band.first() {
                 label += &format!(" (here: step {}, in red)", thousands(i as u64));
@@ -1031,20 +1074,30 @@ impl Paint for Layout<'_> {
         }
 
         // Mutex holds; a lock taken while holding another is drawn thinner,
-        // inside the outer bar.
+        // inside the outer bar. Waiting for a mutex is an outline.
         for h in &self.holds {
             let Some(&lane) = self.lane_of.get(&Some(h.task)) else {
                 continue;
             };
             let mid = self.lanes[lane].mid;
-            let left = if h.from < self.a { x0 } else { self.ex(h.from) };
-            let right = match h.to {
+            let pos = |i: usize| if i < self.a { x0 } else { self.ex(i) };
+            let end = match h.to {
                 Some(to) if to < self.b => self.ex(to),
                 _ => x1,
             };
-            let right = right.max(left + 3);
             let half = [8, 5, 3][h.depth.min(2)];
             let c = self.mutex_colour(h.obj);
+            let asked = pos(h.asked);
+            let got = h.from.map_or(end, pos);
+            if got > asked + 1 {
+                let rect = [(asked, mid - half + 2), (got, mid + half - 2)];
+                root.draw(&Rectangle::new(rect, WHITE.filled()))?;
+                root.draw(&Rectangle::new(rect, c.stroke_width(1)))?;
+            }
+            if h.from.is_none() {
+                continue;
+            }
+            let (left, right) = (got, end.max(got + 3));
             let alpha = if h.depth == 0 { 0.45 } else { 0.9 };
             let rect = [(left, mid - half), (right, mid + half)];
             root.draw(&Rectangle::new(rect, c.mix(alpha).filled()))?;
@@ -1052,16 +1105,17 @@ impl Paint for Layout<'_> {
             if h.depth > 0 {
                 continue;
             }
-            // The mutex's name, if it fits before a nested hold starts.
+            // The mutex's name, if it fits before a nested hold or a mark.
+            let from = h.from.unwrap_or(h.asked);
+            let stop = h.to.unwrap_or(self.b).min(self.b);
             let inner = self
                 .holds
                 .iter()
-                .filter(|o| o.task == h.task && o.depth > 0 && o.from > h.from)
-                .filter(|o| h.to.is_none_or(|to| o.from < to))
-                .map(|o| self.ex(o.from))
+                .filter(|o| o.task == h.task && o.depth > 0 && o.asked > from && o.asked < stop)
+                .map(|o| self.ex(o.asked))
                 .min()
                 .unwrap_or(right);
-            let first_mark = (h.from + 1..self.b)
+            let first_mark = (from + 1..stop)
                 .filter(|&i| self.trace.events[i].task == Some(h.task))
                 .filter(|&i| !matches!(self.trace.events[i].op, Op::Lock | Op::Unlock))
                 .map(|i| self.ex(i))
@@ -1211,6 +1265,18 @@ impl Paint for Layout<'_> {
                         VPos::Center,
                     )?;
                 }
+                LegendItem::Waiting => {
+                    let rect = [(x, y - 4), (x + 24, y + 4)];
+                    root.draw(&Rectangle::new(rect, GREY.stroke_width(1)))?;
+                    text(
+                        root,
+                        WAITING,
+                        (x + 30, y),
+                        &legend_font,
+                        HPos::Left,
+                        VPos::Center,
+                    )?;
+                }
                 LegendItem::Band(label) => {
                     let rect = [(x, y - 7), (x + 24, y + 7)];
                     root.draw(&Rectangle::new(rect, BAND.mix(0.13).filled()))?;
@@ -1343,8 +1409,24 @@ mod tests {
                     .unwrap()
                     .starts_with(NOTE_PREFIX_CLEARED)
             );
-            let d = d.expect("C3 note present");
-            assert_eq!(trace.events[d].op, Op::Lock, "seed {seed}");
+            let d = d.expect("C3 acquires the lock");
+            // Either C3 found the mutex free, or it got it at an unlock.
+            let e = &trace.events[d];
+            let c3_task = trace
+                .events
+                .iter()
+                .find(|e| {
+                    e.note
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with(NOTE_PREFIX_C3))
+                })
+                .unwrap()
+                .task;
+            assert!(
+                (e.op == Op::Lock && e.task == c3_task)
+                    || (e.op == Op::Unlock && e.task != c3_task),
+                "seed {seed}: {e:?}"
+            );
             assert!(trace.events[..d].iter().any(|e| {
                 e.note
                     .as_deref()
@@ -1379,16 +1461,32 @@ mod tests {
 
     #[test]
     fn mutex_holds_pair_lock_with_unlock() {
+        let mut waited = 0;
+        for seed in 0..40 {
+            let trace = small_trace(seed);
+            let layout = Layout::new(&trace, "t", 0, trace.events.len(), TimelineAxis::Auto);
+            assert_eq!(layout.holds.len(), 2, "one hold per task");
+            for h in &layout.holds {
+                let (from, to) = (h.from.expect("acquired"), h.to.expect("unlocked"));
+                assert!(h.asked <= from && from < to);
+                assert_eq!(trace.events[h.asked].op, Op::Lock);
+                assert_eq!(trace.events[to].op, Op::Unlock);
+                assert_eq!(trace.events[to].task, Some(h.task));
+                if from > h.asked {
+                    // Acquired when the other task let go.
+                    waited += 1;
+                    assert_eq!(trace.events[from].op, Op::Unlock);
+                    assert_ne!(trace.events[from].task, Some(h.task));
+                }
+            }
+            let [h0, h1] = &layout.holds[..] else {
+                unreachable!()
+            };
+            assert!(h0.to.unwrap() <= h1.from.unwrap(), "holds overlap");
+        }
+        assert!(waited > 0, "contention never happened");
         let trace = small_trace(4);
         let layout = Layout::new(&trace, "t", 0, trace.events.len(), TimelineAxis::Auto);
-        assert_eq!(layout.holds.len(), 2, "one hold per task");
-        for h in &layout.holds {
-            let to = h.to.expect("unlocked");
-            assert!(h.from < to);
-            assert_eq!(trace.events[h.from].op, Op::Lock);
-            assert_eq!(trace.events[to].op, Op::Unlock);
-            assert_eq!(trace.events[to].task, Some(h.task));
-        }
         assert_eq!(layout.axis, Axis::Step);
     }
 }
