@@ -479,6 +479,9 @@ impl Paint for LeakRate<'_> {
                 lo = lo.min(b.ci_low);
             }
         }
+        if !lo.is_finite() || hi <= 0.0 {
+            return Err("no bar has a positive rate or upper bound".into());
+        }
         let x_area = if grouped { 78 } else { 56 };
         let plot_px = (h - HEADER_H - x_area - 20) as f64;
         let (ymin, ymax) = log_range(lo, hi, plot_px, 66.0);

@@ -946,11 +946,15 @@ impl Paint for Layout<'_> {
         let bottom = self.plot_bottom;
 
         // Header.
+        let mut size = 22.0;
+        while size > 12.0 && text_width(self.title, size) > self.width - 40 {
+            size -= 1.0;
+        }
         text(
             root,
             self.title,
             (self.width / 2, 10),
-            &font(22.0),
+            &font(size),
             HPos::Center,
             VPos::Top,
         )?;
@@ -1306,10 +1310,18 @@ mod tests {
 
     /// Two tasks contend a mutex; the notes mimic the balancergroup's.
     fn small_trace(seed: u64) -> Trace {
+        trace_after(seed, 0)
+    }
+
+    /// [`small_trace`] after `warmup` yields of the main task.
+    fn trace_after(seed: u64, warmup: usize) -> Trace {
         let mut sim = Sim::new(Box::new(RandomStrategy::new()));
         let mut cfg = RunConfig::new(seed);
         cfg.trace = true;
-        let report = sim.run(&cfg, async {
+        let report = sim.run(&cfg, async move {
+            for _ in 0..warmup {
+                sim::yield_now().await;
+            }
             let mu = Rc::new(Mutex::new(OUTGOING_MUTEX));
             let done = Rc::new(sim::Unbounded::<()>::new("done"));
             let (m, d) = (mu.clone(), done.clone());
@@ -1323,6 +1335,7 @@ mod tests {
             .await;
             let (m, d) = (mu.clone(), done.clone());
             sim::go("closer", async move {
+                sim::note(|| "priority: Close".into());
                 sim::note(|| "timeoutCache: cleared 0 entries".into());
                 sim::yield_now().await;
                 sim::note(|| {
@@ -1453,10 +1466,22 @@ mod tests {
 
     #[test]
     fn default_window_is_the_last_close() {
-        let trace = small_trace(5);
+        let trace = trace_after(5, 200);
         let n = trace.events.len();
-        // No "priority: Close" nor "Close C1" in this trace: all of it.
-        assert_eq!(window_range(&trace, TimelineWindow::Auto), (0, n));
+        let (a, b) = window_range(&trace, TimelineWindow::Auto);
+        assert!(a > 150, "the warm-up is left out: {a}..{b} of {n}");
+        let notes: Vec<&str> = trace.events[a..b]
+            .iter()
+            .filter_map(|e| e.note.as_deref())
+            .collect();
+        for note in ["priority: Close", "balancergroup: Remove(p1) begins"] {
+            assert!(notes.contains(&note), "{note:?} not in {notes:?}");
+        }
+        // Without any close: the whole (short) trace.
+        let mut no_close = small_trace(5);
+        no_close.events.retain(|e| e.note.is_none());
+        let n = no_close.events.len();
+        assert_eq!(window_range(&no_close, TimelineWindow::Auto), (0, n));
     }
 
     #[test]
