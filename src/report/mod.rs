@@ -1,465 +1,309 @@
-//! Results as rows: `summary.csv` (one row per variant × strategy, with the
-//! counts needed to merge shards exactly), `failures.csv` (one row per failing
-//! run, with the command that replays it), JSON lines, the stdout table, and
-//! the shard merge. Files are written atomically (temp file + rename).
+//! Reports: result rows (`summary.csv`, `failures.csv`, JSON, the table,
+//! shard merge), leak-rate and sweep charts, and the timeline picture of a
+//! trace.
+//!
+//! Pictures are drawn with plotters into PNG or SVG, chosen by the file
+//! extension. Text uses the bundled DejaVu Sans (see `assets/fonts/`), so no
+//! system font library is needed. Every file is written atomically: drawn
+//! into a temporary file in the same directory, then renamed over the target.
 
-use std::io::Write as _;
+pub mod chart;
+pub mod summary;
+pub mod timeline;
+
+use std::error::Error;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
 
-use crate::experiment::stats::{mcnemar_exact, wilson95};
-use crate::experiment::{Experiment, ExperimentResult, Failure};
+pub use chart::{RateBar, SweepPoint, leak_rate_chart, sweep_chart};
+pub use summary::*;
+pub use timeline::{TimelineAxis, TimelineOptions, TimelineWindow, timeline, timeline_with};
 
+/// Why a chart could not be written. Every variant names the target file.
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("{path}: {source}")]
+pub enum ChartError {
+    #[error("{}: unsupported picture format; use a .png or .svg file name", path.display())]
+    UnsupportedFormat { path: PathBuf },
+    #[error("{}: nothing to draw: {what}", path.display())]
+    Empty { path: PathBuf, what: String },
+    #[error("{}: the bundled font could not be loaded", path.display())]
+    Font { path: PathBuf },
+    #[error("{}: drawing failed: {message}", path.display())]
+    Draw { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a summary.csv written by lbsim: {source}")]
-    Csv {
-        path: PathBuf,
-        #[source]
-        source: csv::Error,
-    },
-    #[error("cannot merge: {0}")]
-    Merge(String),
 }
 
-/// One row of `summary.csv`, one JSON line of `run --format json`.
-///
-/// `rate` is the leak rate `leaks / runs`; the interval is Wilson's at 95%.
-/// `base_only`/`variant_only` count the runs (same seed) where only the
-/// baseline (`paired_with`) or only this variant leaked; `mcnemar_p` is the
-/// exact McNemar p-value of that difference. `elapsed_s` and `runs_per_s` are
-/// wall-clock figures for information; nothing else depends on them. Each run
-/// index executes every variant, so `runs_per_s` is this variant's runs over
-/// the whole experiment's time; multiply by the number of rows for all runs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SummaryRow {
-    pub scenario: String,
-    pub variant: String,
-    pub strategy: String,
-    /// The master seed.
-    pub seed: u64,
-    /// Runs per variant of the whole experiment (all shards).
-    pub runs_total: u64,
-    /// The run indices this row covers: `run_from..run_to`.
-    pub run_from: u64,
-    pub run_to: u64,
-    pub runs: u64,
-    pub ok: u64,
-    pub leaks: u64,
-    pub deadlocks: u64,
-    pub panics: u64,
-    pub limits: u64,
-    pub steps: u64,
-    pub preemptions: u64,
-    pub rate: f64,
-    pub ci95_low: f64,
-    pub ci95_high: f64,
-    pub first_failure_index: Option<u64>,
-    /// The value `lbsim replay --seed` takes to reproduce the first failure.
-    pub first_failure_seed: Option<u64>,
-    pub first_failure_oracle: Option<String>,
-    pub paired_with: Option<String>,
-    pub base_only: Option<u64>,
-    pub variant_only: Option<u64>,
-    pub mcnemar_p: Option<f64>,
-    pub partial: bool,
-    pub elapsed_s: f64,
-    pub runs_per_s: f64,
-}
+/// DejaVu Sans 2.37 from Debian's fonts-dejavu-core; licence beside it.
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
-impl SummaryRow {
-    /// Recomputes the derived columns (rate, interval, p-value, speed) from the counts.
-    fn derive(&mut self) {
-        self.rate = if self.runs == 0 {
-            0.0
-        } else {
-            self.leaks as f64 / self.runs as f64
-        };
-        (self.ci95_low, self.ci95_high) = wilson95(self.leaks, self.runs);
-        self.mcnemar_p = match (self.base_only, self.variant_only) {
-            (Some(b), Some(c)) => Some(mcnemar_exact(b, c)),
-            _ => None,
-        };
-        self.runs_per_s = if self.elapsed_s > 0.0 {
-            (self.runs as f64 / self.elapsed_s).round()
-        } else {
-            0.0
-        };
-    }
+/// The font family name every text style in this module uses.
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 
-    fn key(&self) -> (&str, &str, &str, u64, u64) {
-        (
-            &self.scenario,
-            &self.variant,
-            &self.strategy,
-            self.seed,
-            self.runs_total,
-        )
-    }
-}
-
-/// One row of `failures.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FailureRow {
-    pub run_index: u64,
-    pub seed: u64,
-    pub variant: String,
-    pub strategy: String,
-    pub oracle: String,
-    /// Tasks alive at the end, `; `-separated.
-    pub leaked: String,
-    pub replay: String,
-}
-
-/// The summary rows of an experiment, in the order of its variants.
-pub fn summary_rows(
-    scenario: &str,
-    exp: &Experiment,
-    result: &ExperimentResult,
-) -> Vec<SummaryRow> {
-    let elapsed_s = (result.elapsed.as_secs_f64() * 1e3).round() / 1e3;
-    result
-        .summaries
-        .iter()
-        .map(|s| {
-            let c = &s.counts;
-            let mut row = SummaryRow {
-                scenario: scenario.to_string(),
-                variant: s.variant.as_str().to_string(),
-                strategy: exp.strategy.label(),
-                seed: exp.master_seed,
-                runs_total: exp.runs,
-                run_from: result.range.start,
-                run_to: result.range.end,
-                runs: c.runs,
-                ok: c.ok,
-                leaks: c.leaks,
-                deadlocks: c.deadlocks,
-                panics: c.panics,
-                limits: c.limits,
-                steps: c.steps,
-                preemptions: c.preemptions,
-                rate: 0.0,
-                ci95_low: 0.0,
-                ci95_high: 0.0,
-                first_failure_index: s.first_failure.map(|f| f.index),
-                first_failure_seed: s.first_failure.map(|f| f.seed),
-                first_failure_oracle: s.first_failure.map(|f| f.outcome.as_str().to_string()),
-                paired_with: s.paired.map(|(b, _)| b.as_str().to_string()),
-                base_only: s.paired.map(|(_, d)| d.base_only),
-                variant_only: s.paired.map(|(_, d)| d.variant_only),
-                mcnemar_p: None,
-                partial: result.partial,
-                elapsed_s,
-                runs_per_s: 0.0,
-            };
-            row.derive();
-            row
-        })
-        .collect()
-}
-
-/// `lbsim replay ...` for one run, with the scenario path quoted for a shell if needed.
-pub fn replay_command(scenario_path: &Path, variant: &str, seed: u64, strategy: &str) -> String {
-    format!(
-        "lbsim replay {} --variant {variant} --seed {seed} --strategy {strategy}",
-        shell_quote(&scenario_path.display().to_string())
-    )
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-./+:=@".contains(c))
-    {
-        s.to_string()
+/// Registers the bundled font with plotters, once per process.
+pub(crate) fn ensure_font(path: &Path) -> Result<(), ChartError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
     } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-pub fn failure_rows(scenario_path: &Path, strategy: &str, failures: &[Failure]) -> Vec<FailureRow> {
-    failures
-        .iter()
-        .map(|f| FailureRow {
-            run_index: f.index,
-            seed: f.seed,
-            variant: f.variant.as_str().to_string(),
-            strategy: strategy.to_string(),
-            oracle: f.result.outcome.as_str().to_string(),
-            leaked: f.result.leaked.join("; "),
-            replay: replay_command(scenario_path, f.variant.as_str(), f.seed, strategy),
+        Err(ChartError::Font {
+            path: path.to_path_buf(),
         })
-        .collect()
-}
-
-/// CSV text of rows, header first (a header is written even with no rows).
-pub fn to_csv<T: Serialize>(rows: &[T], header: &[&str]) -> Result<String, csv::Error> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(Vec::new());
-    w.write_record(header)?;
-    for r in rows {
-        w.serialize(r)?;
     }
-    let bytes = w.into_inner().map_err(|e| e.into_error())?;
-    Ok(String::from_utf8(bytes).expect("csv output is UTF-8"))
 }
 
-pub const SUMMARY_HEADER: &[&str] = &[
-    "scenario",
-    "variant",
-    "strategy",
-    "seed",
-    "runs_total",
-    "run_from",
-    "run_to",
-    "runs",
-    "ok",
-    "leaks",
-    "deadlocks",
-    "panics",
-    "limits",
-    "steps",
-    "preemptions",
-    "rate",
-    "ci95_low",
-    "ci95_high",
-    "first_failure_index",
-    "first_failure_seed",
-    "first_failure_oracle",
-    "paired_with",
-    "base_only",
-    "variant_only",
-    "mcnemar_p",
-    "partial",
-    "elapsed_s",
-    "runs_per_s",
-];
-
-pub const FAILURES_HEADER: &[&str] = &[
-    "run_index",
-    "seed",
-    "variant",
-    "strategy",
-    "oracle",
-    "leaked",
-    "replay",
-];
-
-pub fn summary_csv(rows: &[SummaryRow]) -> String {
-    to_csv(rows, SUMMARY_HEADER).expect("summary rows serialize")
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Format {
+    Png,
+    Svg,
 }
 
-pub fn failures_csv(rows: &[FailureRow]) -> String {
-    to_csv(rows, FAILURES_HEADER).expect("failure rows serialize")
+impl Format {
+    fn of(path: &Path) -> Result<Self, ChartError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(Format::Png),
+            Some("svg") => Ok(Format::Svg),
+            _ => Err(ChartError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
 }
 
-/// One JSON object per row, one per line.
-pub fn json_lines(rows: &[SummaryRow]) -> String {
-    rows.iter()
-        .map(|r| serde_json::to_string(r).expect("summary rows serialize") + "\n")
-        .collect()
+pub(crate) type DrawResult = Result<(), Box<dyn Error>>;
+
+/// Something that draws itself on a drawing area of any backend.
+pub(crate) trait Paint {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static;
 }
 
-/// Writes `contents` to `path` through a temporary file in the same
-/// directory and a rename, so readers never see a half-written file.
-pub fn write_atomic(path: &Path, contents: &str) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
+/// Draws `picture` into `path` (PNG or SVG by extension) of `size` pixels,
+/// through a temporary file in the same directory and a rename.
+pub(crate) fn render(
+    path: &Path,
+    size: (u32, u32),
+    picture: &impl Paint,
+) -> Result<(), ChartError> {
+    let format = Format::of(path)?;
+    ensure_font(path)?;
+    let name =
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| ChartError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            })?;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let ext = match format {
+        Format::Png => "png",
+        Format::Svg => "svg",
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}
-
-pub fn read_summary_csv(path: &Path) -> Result<Vec<SummaryRow>, ReportError> {
-    let mut r = csv::Reader::from_path(path).map_err(|source| ReportError::Csv {
+    // The temporary name keeps the extension: the bitmap encoder picks the
+    // image format from it.
+    let tmp = path.with_file_name(format!(".{name}.{}-{seq}.tmp.{ext}", std::process::id()));
+    let draw_err = |e: Box<dyn Error>| ChartError::Draw {
         path: path.to_path_buf(),
-        source,
-    })?;
-    r.deserialize()
-        .collect::<Result<Vec<SummaryRow>, _>>()
-        .map_err(|source| ReportError::Csv {
+        message: e.to_string(),
+    };
+    let drawn: Result<(), ChartError> = match format {
+        Format::Svg => {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+                picture.paint(&root).map_err(draw_err)?;
+                root.present().map_err(|e| draw_err(Box::new(e)))?;
+            }
+            std::fs::write(&tmp, svg).map_err(|source| ChartError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Format::Png => {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            let r = picture
+                .paint(&root)
+                .and_then(|()| root.present().map_err(|e| Box::new(e) as Box<dyn Error>));
+            drop(root);
+            r.map_err(|e| {
+                // The encoder reports a missing directory as a drawing error.
+                match std::fs::metadata(
+                    path.parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new(".")),
+                ) {
+                    Err(source) => ChartError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    Ok(_) => draw_err(e),
+                }
+            })
+        }
+    };
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ChartError::Io {
             path: path.to_path_buf(),
             source,
-        })
+        }
+    })
 }
 
-/// Combines shard summaries into the summary one unsharded run would give:
-/// counts are summed, the first failure is the one with the smallest index,
-/// derived columns are recomputed. Rows are grouped by (scenario, variant,
-/// strategy, seed, runs_total) in order of first appearance. Overlapping
-/// index ranges are an error (the same runs counted twice); missing ranges
-/// make the merged row `partial`. `elapsed_s` becomes the sum over shards.
-pub fn merge(rows: &[SummaryRow]) -> Result<Vec<SummaryRow>, ReportError> {
-    let mut groups: Vec<Vec<&SummaryRow>> = Vec::new();
-    for r in rows {
-        match groups.iter_mut().find(|g| g[0].key() == r.key()) {
-            Some(g) => g.push(r),
-            None => groups.push(vec![r]),
-        }
-    }
-    let mut out = Vec::new();
-    for mut g in groups {
-        g.sort_by_key(|r| (r.run_from, r.run_to));
-        for w in g.windows(2) {
-            if w[1].run_from < w[0].run_to {
-                return Err(ReportError::Merge(format!(
-                    "{} / {} / {}: run ranges {}..{} and {}..{} overlap; merge each shard's summary once",
-                    w[0].scenario,
-                    w[0].variant,
-                    w[0].strategy,
-                    w[0].run_from,
-                    w[0].run_to,
-                    w[1].run_from,
-                    w[1].run_to
-                )));
-            }
-        }
-        let contiguous = g.windows(2).all(|w| w[0].run_to == w[1].run_from);
-        let first = g[0];
-        let mut m = first.clone();
-        m.run_from = first.run_from;
-        m.run_to = g.last().expect("non-empty group").run_to;
-        m.partial = g.iter().any(|r| r.partial)
-            || !contiguous
-            || m.run_from != 0
-            || m.run_to != m.runs_total;
-        let sum = |f: fn(&SummaryRow) -> u64| g.iter().map(|r| f(r)).sum::<u64>();
-        m.runs = sum(|r| r.runs);
-        m.ok = sum(|r| r.ok);
-        m.leaks = sum(|r| r.leaks);
-        m.deadlocks = sum(|r| r.deadlocks);
-        m.panics = sum(|r| r.panics);
-        m.limits = sum(|r| r.limits);
-        m.steps = sum(|r| r.steps);
-        m.preemptions = sum(|r| r.preemptions);
-        let ff = g
-            .iter()
-            .filter(|r| r.first_failure_index.is_some())
-            .min_by_key(|r| r.first_failure_index);
-        m.first_failure_index = ff.and_then(|r| r.first_failure_index);
-        m.first_failure_seed = ff.and_then(|r| r.first_failure_seed);
-        m.first_failure_oracle = ff.and_then(|r| r.first_failure_oracle.clone());
-        if g.iter().any(|r| r.paired_with != first.paired_with) {
-            return Err(ReportError::Merge(format!(
-                "{} / {}: shards were paired with different baselines; run every shard with the same --variant list",
-                first.scenario, first.variant
-            )));
-        }
-        m.base_only = first
-            .base_only
-            .map(|_| g.iter().filter_map(|r| r.base_only).sum());
-        m.variant_only = first
-            .variant_only
-            .map(|_| g.iter().filter_map(|r| r.variant_only).sum());
-        m.elapsed_s = (g.iter().map(|r| r.elapsed_s).sum::<f64>() * 1e3).round() / 1e3;
-        m.derive();
-        out.push(m);
-    }
-    Ok(out)
+/// A text style in the bundled font.
+pub(crate) fn font(size: f64) -> TextStyle<'static> {
+    (FONT_FAMILY, size).into_font().color(&BLACK)
 }
 
-fn fmt_rate(x: f64) -> String {
-    if x == 0.0 {
-        "0".into()
+/// Width in pixels of `s` in the bundled font at `size` (after [`ensure_font`]).
+pub(crate) fn text_width(s: &str, size: f64) -> i32 {
+    font(size)
+        .font
+        .box_size(s)
+        .map_or(s.len() as i32 * size as i32 / 2, |(w, _)| w as i32)
+}
+
+/// Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
+pub(crate) const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(120, 120, 120), // grey
+    RGBColor(0, 0, 0),       // black
+];
+
+/// A stable colour for a variant: the known variants always get the same
+/// one (buggy red, fixed green), others take the palette in order of
+/// appearance (`index`).
+pub(crate) fn variant_colour(name: &str, index: usize) -> RGBColor {
+    match name {
+        "pre-4308" => PALETTE[4],
+        "pre-8095" | "buggy" => PALETTE[1],
+        "pr-8095" | "fixed" => PALETTE[2],
+        "priority-lock" => PALETTE[0],
+        "a115" => PALETTE[3],
+        _ => [PALETTE[5], PALETTE[0], PALETTE[3], PALETTE[6], PALETTE[7]][index % 5],
+    }
+}
+
+/// `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate for a label: plain decimals down to 0.001, scientific below
+/// (`2.1e-5`), three significant digits at most.
+pub(crate) fn fmt_rate(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    if v >= 0.001 {
+        let digits = (2 - v.log10().floor() as i32).max(0) as usize;
+        let s = format!("{v:.digits$}");
+        trim_zeros(&s)
     } else {
-        format!("{x:.2e}")
-    }
-}
-
-/// The human-readable table printed by `lbsim run`. Contains no wall-clock
-/// figures, so it is identical for identical inputs.
-pub fn table(rows: &[SummaryRow]) -> String {
-    let mut s = String::new();
-    if let Some(r) = rows.first() {
-        s.push_str(&format!(
-            "scenario {}  strategy {}  seed {}  runs {}..{} of {}{}\n",
-            r.scenario,
-            r.strategy,
-            r.seed,
-            r.run_from,
-            r.run_to,
-            r.runs_total,
-            if r.partial {
-                "  (PARTIAL: interrupted)"
-            } else {
-                ""
-            }
-        ));
-    }
-    s.push_str(&format!(
-        "{:<14} {:>10} {:>8} {:>6} {:>6} {:>10} {:>22}  {}\n",
-        "variant",
-        "runs",
-        "leaks",
-        "dead",
-        "panic",
-        "leak rate",
-        "95% CI",
-        "vs baseline (leaked only in base / only here, McNemar p)"
-    ));
-    for r in rows {
-        let paired = match (&r.paired_with, r.base_only, r.variant_only, r.mcnemar_p) {
-            (Some(b), Some(x), Some(y), Some(p)) => format!("{b}: {x} / {y}, p = {}", fmt_p(p)),
-            _ => "(baseline)".into(),
+        let e = v.log10().floor() as i32;
+        let m = v / 10f64.powi(e);
+        // Rounding the mantissa may carry into the next decade.
+        let (m, e) = if (m * 10.0).round() >= 100.0 {
+            (1.0, e + 1)
+        } else {
+            (m, e)
         };
-        s.push_str(&format!(
-            "{:<14} {:>10} {:>8} {:>6} {:>6} {:>10} {:>22}  {}\n",
-            r.variant,
-            r.runs,
-            r.leaks,
-            r.deadlocks,
-            r.panics + r.limits,
-            fmt_rate(r.rate),
-            format!("[{}, {}]", fmt_rate(r.ci95_low), fmt_rate(r.ci95_high)),
-            paired
-        ));
+        format!("{}e{e}", trim_zeros(&format!("{m:.1}")))
     }
-    for r in rows {
-        if let Some(seed) = r.first_failure_seed {
-            s.push_str(&format!(
-                "first failure of {} ({}): run {} seed {seed}\n",
-                r.variant,
-                r.first_failure_oracle.as_deref().unwrap_or("?"),
-                r.first_failure_index.unwrap_or(0)
-            ));
-        }
-    }
-    s
 }
 
-fn fmt_p(p: f64) -> String {
-    if p < 1e-300 {
-        "< 1e-300".into()
-    } else if p >= 0.001 {
-        format!("{p:.3}")
+/// Tick label for a power of ten on a log axis.
+pub(crate) fn fmt_decade(v: f64) -> String {
+    let e = v.log10().round() as i32;
+    if (-2..=0).contains(&e) {
+        fmt_rate(10f64.powi(e))
+    } else if e > 0 {
+        thousands(10u64.pow(e as u32))
     } else {
-        format!("{p:.1e}")
+        format!("1e{e}")
+    }
+}
+
+pub(crate) fn trim_zeros(s: &str) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Output files of this module's tests: each in the system's temporary
+/// directory, removed when the test ends (set `LBSIM_KEEP_CHARTS` to keep
+/// them for a look).
+#[cfg(test)]
+pub(crate) struct Scratch(PathBuf);
+
+#[cfg(test)]
+impl Scratch {
+    pub(crate) fn new(name: &str) -> Self {
+        // One directory per file: tests run in parallel.
+        let dir = std::env::temp_dir().join(format!("lbsim-report-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        Scratch(dir.join(name))
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("LBSIM_KEEP_CHARTS").is_none() {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = self.0.parent().map(std::fs::remove_dir);
+        }
     }
 }
 
@@ -468,20 +312,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shell_quoting() {
-        assert_eq!(shell_quote("scenarios/a.toml"), "scenarios/a.toml");
-        assert_eq!(shell_quote("my dir/a.toml"), "'my dir/a.toml'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(100_000), "100,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(fmt_rate(1.0), "1");
+        assert_eq!(fmt_rate(0.5), "0.5");
+        assert_eq!(fmt_rate(0.0123), "0.0123");
+        assert_eq!(fmt_rate(2.0e-5), "2e-5");
+        assert_eq!(fmt_rate(2.14e-5), "2.1e-5");
+        assert_eq!(fmt_rate(9.99e-6), "1e-5");
+        assert_eq!(fmt_decade(1e-5 * 1.000_000_1), "1e-5");
+        assert_eq!(fmt_decade(0.1), "0.1");
+        assert_eq!(fmt_decade(1.0), "1");
     }
 
     #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/summary.csv");
-        write_atomic(&p, "a").unwrap();
-        write_atomic(&p, "b").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "b");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
-        assert_eq!(names.len(), 1);
+    fn format_follows_the_extension() {
+        assert_eq!(Format::of(Path::new("a/b.PNG")).unwrap(), Format::Png);
+        assert_eq!(Format::of(Path::new("b.svg")).unwrap(), Format::Svg);
+        let e = Format::of(Path::new("out/chart.jpg")).unwrap_err();
+        assert!(e.to_string().contains("out/chart.jpg"), "{e}");
     }
 }

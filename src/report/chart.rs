@@ -1,0 +1,1035 @@
+//! Leak-rate charts: one bar per variant, and rate against a swept parameter.
+//!
+//! Both use a logarithmic rate axis, because the rates of interest span many
+//! decades (a buggy variant at 2e-5, a fixed one at 0). A zero count has no
+//! place on a log axis; it is drawn at the upper bound of its Wilson 95%
+//! interval (about 3/runs) and marked as such, so a reader sees both that no
+//! leak was observed and how strong that evidence is.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{
+    ChartError, DrawResult, Paint, fmt_decade, fmt_rate, font, render, thousands, trim_zeros,
+    variant_colour,
+};
+
+/// One bar of [`leak_rate_chart`]: the leak count of one variant under one
+/// strategy, with its Wilson 95% interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateBar {
+    pub variant: String,
+    pub strategy: String,
+    pub runs: u64,
+    pub leaks: u64,
+    pub rate: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+/// One point of [`sweep_chart`]: a variant's leak count at one value of the
+/// swept parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepPoint {
+    pub variant: String,
+    pub x: f64,
+    pub runs: u64,
+    pub leaks: u64,
+    pub rate: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+/// The text that marks a bar or point drawn at its upper bound.
+pub const ZERO_LABEL: &str = "0 leaks (upper bound)";
+
+const HEADER_H: i32 = 84;
+const LEGEND_W: i32 = 290;
+const GREY: RGBColor = RGBColor(90, 90, 90);
+const GRID_BOLD: RGBColor = RGBColor(205, 205, 205);
+const GRID_LIGHT: RGBColor = RGBColor(238, 238, 238);
+
+/// Draws the leak rate of each variant as a bar on a log scale, with Wilson
+/// 95% whiskers; bars of several strategies are grouped by strategy. A bar
+/// with no leak is drawn hatched up to its interval's upper bound and
+/// labelled [`ZERO_LABEL`]. Writes PNG or SVG, chosen by the extension of `path`.
+pub fn leak_rate_chart(bars: &[RateBar], title: &str, path: &Path) -> Result<(), ChartError> {
+    if bars.iter().all(|b| b.runs == 0) {
+        return Err(ChartError::Empty {
+            path: path.to_path_buf(),
+            what: "no variant has any runs".into(),
+        });
+    }
+    let layout = BarLayout::new(bars);
+    let width = (LEGEND_W as u32 + 120 + 130 * layout.slots.ceil() as u32).clamp(960, 2600);
+    render(
+        path,
+        (width, 660),
+        &LeakRate {
+            bars,
+            title,
+            layout,
+        },
+    )
+}
+
+/// Draws one line per variant of the leak rate against a swept parameter
+/// (`param`, measured in `unit`), with a shaded Wilson 95% band, on a log
+/// rate axis. Points with no leak sit at their upper bound as hollow
+/// triangles. Writes PNG or SVG, chosen by the extension of `path`.
+pub fn sweep_chart(
+    points: &[SweepPoint],
+    param: &str,
+    unit: &str,
+    title: &str,
+    path: &Path,
+) -> Result<(), ChartError> {
+    let usable = points
+        .iter()
+        .filter(|p| p.runs > 0 && p.x.is_finite())
+        .count();
+    if usable == 0 {
+        return Err(ChartError::Empty {
+            path: path.to_path_buf(),
+            what: "no sweep point has any runs".into(),
+        });
+    }
+    render(
+        path,
+        (1100, 640),
+        &Sweep {
+            points,
+            param,
+            unit,
+            title,
+        },
+    )
+}
+
+/// The height a bar or point is drawn at: the rate, or for zero leaks the
+/// interval's upper bound. `None` when there is nothing to draw.
+fn shown(runs: u64, leaks: u64, rate: f64, ci_high: f64) -> Option<f64> {
+    let v = if leaks == 0 { ci_high } else { rate };
+    (runs > 0 && v.is_finite() && v > 0.0).then_some(v)
+}
+
+/// A log axis range covering `lo..hi` with `head_px` pixels free above `hi`
+/// on a plot `plot_px` high, and some room below `lo` so the lowest bar
+/// has a visible height.
+fn log_range(lo: f64, hi: f64, plot_px: f64, head_px: f64) -> (f64, f64) {
+    let lo_log = (lo.log10() - 0.3).floor();
+    let hi_log = hi.log10().max(lo_log + 1.0);
+    let top = hi_log + (hi_log - lo_log) * head_px / (plot_px - head_px).max(1.0);
+    (10f64.powf(lo_log), 10f64.powf(top))
+}
+
+fn decades(lo: f64, hi: f64) -> usize {
+    ((hi / lo).log10().floor() as usize).max(1)
+}
+
+/// Distinct values in order of first appearance.
+fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in items {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    s: &str,
+    at: (i32, i32),
+    style: &TextStyle<'_>,
+    h: HPos,
+    v: VPos,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    area.draw(&Text::new(s.to_string(), at, style.pos(Pos::new(h, v))))?;
+    Ok(())
+}
+
+/// The largest font size not above `size` (and not below `min`) at which
+/// `s` fits in `width` pixels.
+fn fit<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    s: &str,
+    width: i32,
+    size: f64,
+    min: f64,
+) -> Result<f64, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut sz = size;
+    while sz > min {
+        let (w, _) = area.estimate_text_size(s, &font(sz))?;
+        if (w as i32) <= width {
+            break;
+        }
+        sz -= 1.0;
+    }
+    Ok(sz)
+}
+
+/// Diagonal hatching inside a pixel rectangle.
+fn hatch<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x0, y0): (i32, i32),
+    (x1, y1): (i32, i32),
+    colour: RGBColor,
+    spacing: i32,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let (x0, x1) = (x0.min(x1), x0.max(x1));
+    let (y0, y1) = (y0.min(y1), y0.max(y1));
+    // Lines x + y = c, clipped to the rectangle.
+    let mut c = x0 + y0 + spacing / 2;
+    while c < x1 + y1 {
+        let xa = x0.max(c - y1);
+        let xb = x1.min(c - y0);
+        if xa < xb {
+            area.draw(&PathElement::new(
+                vec![(xa, c - xa), (xb, c - xb)],
+                colour.stroke_width(1),
+            ))?;
+        }
+        c += spacing;
+    }
+    Ok(())
+}
+
+/// Dash segments along `a`–`b`: `dash` pixels on, repeating every
+/// `period` pixels, the first starting `phase` pixels in.
+fn dashes(
+    a: (i32, i32),
+    b: (i32, i32),
+    dash: f64,
+    period: f64,
+    phase: f64,
+) -> Vec<[(i32, i32); 2]> {
+    let (dx, dy) = (f64::from(b.0 - a.0), f64::from(b.1 - a.1));
+    let len = dx.hypot(dy);
+    if len < 1.0 {
+        return Vec::new();
+    }
+    let at = |t: f64| {
+        let t = t.clamp(0.0, len) / len;
+        (a.0 + (dx * t).round() as i32, a.1 + (dy * t).round() as i32)
+    };
+    let mut out = Vec::new();
+    let mut t = phase % period - period;
+    while t < len {
+        if t + dash > 0.0 {
+            out.push([at(t), at(t + dash)]);
+        }
+        t += period;
+    }
+    out
+}
+
+/// A vertical interval whisker in pixels: a line with caps `half` wide.
+fn whisker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    x: i32,
+    y_low: i32,
+    y_high: i32,
+    half: i32,
+    colour: RGBColor,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let st = colour.stroke_width(2);
+    area.draw(&PathElement::new(vec![(x, y_low), (x, y_high)], st))?;
+    for y in [y_low, y_high] {
+        area.draw(&PathElement::new(vec![(x - half, y), (x + half, y)], st))?;
+    }
+    Ok(())
+}
+
+/// Title and subtitle across the top of the picture.
+fn header<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let w = root.dim_in_pixel().0 as i32;
+    let t = fit(root, title, w - 40, 24.0, 14.0)?;
+    text(root, title, (w / 2, 14), &font(t), HPos::Center, VPos::Top)?;
+    let s = fit(root, subtitle, w - 40, 15.0, 10.0)?;
+    text(
+        root,
+        subtitle,
+        (w / 2, 50),
+        &font(s).color(&GREY),
+        HPos::Center,
+        VPos::Top,
+    )?;
+    Ok(())
+}
+
+/// Legend entries drawn in a panel right of the plot.
+enum Swatch {
+    Solid(RGBColor),
+    Hatched(RGBColor),
+    Whisker,
+    Line(RGBColor),
+    Band(RGBColor),
+    HollowTriangle(RGBColor),
+    Heading,
+}
+
+fn legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    x: i32,
+    mut y: i32,
+    entries: &[(Swatch, Vec<String>)],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let style = font(14.0);
+    for (swatch, lines) in entries {
+        let (sx, sy) = (x, y + 1);
+        match swatch {
+            Swatch::Solid(c) => {
+                root.draw(&Rectangle::new([(sx, sy), (sx + 22, sy + 14)], c.filled()))?;
+            }
+            Swatch::Hatched(c) => {
+                root.draw(&Rectangle::new(
+                    [(sx, sy), (sx + 22, sy + 14)],
+                    c.mix(0.12).filled(),
+                ))?;
+                hatch(root, (sx, sy), (sx + 22, sy + 14), *c, 5)?;
+                root.draw(&Rectangle::new(
+                    [(sx, sy), (sx + 22, sy + 14)],
+                    c.stroke_width(1),
+                ))?;
+            }
+            Swatch::Whisker => {
+                let st = BLACK.stroke_width(2);
+                root.draw(&PathElement::new(
+                    vec![(sx + 11, sy - 2), (sx + 11, sy + 16)],
+                    st,
+                ))?;
+                root.draw(&PathElement::new(
+                    vec![(sx + 5, sy - 2), (sx + 17, sy - 2)],
+                    st,
+                ))?;
+                root.draw(&PathElement::new(
+                    vec![(sx + 5, sy + 16), (sx + 17, sy + 16)],
+                    st,
+                ))?;
+            }
+            Swatch::Line(c) => {
+                root.draw(&PathElement::new(
+                    vec![(sx, sy + 7), (sx + 22, sy + 7)],
+                    c.stroke_width(3),
+                ))?;
+                root.draw(&Circle::new((sx + 11, sy + 7), 4, c.filled()))?;
+            }
+            Swatch::Band(c) => {
+                root.draw(&Rectangle::new(
+                    [(sx, sy), (sx + 22, sy + 14)],
+                    c.mix(0.2).filled(),
+                ))?;
+                root.draw(&PathElement::new(
+                    vec![(sx, sy + 7), (sx + 22, sy + 7)],
+                    c.stroke_width(2),
+                ))?;
+            }
+            Swatch::HollowTriangle(c) => triangle_down(root, (sx + 11, sy + 7), *c)?,
+            Swatch::Heading => {}
+        }
+        let tx = if matches!(swatch, Swatch::Heading) {
+            x
+        } else {
+            x + 32
+        };
+        for line in lines {
+            text(root, line, (tx, y), &style, HPos::Left, VPos::Top)?;
+            y += 18;
+        }
+        y += 8;
+    }
+    Ok(())
+}
+
+/// A hollow downward triangle: "at most this high".
+fn triangle_down<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    c: RGBColor,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let pts = vec![(x - 7, y - 5), (x + 7, y - 5), (x, y + 7)];
+    root.draw(&Polygon::new(pts.clone(), WHITE.filled()))?;
+    let mut closed = pts;
+    closed.push(closed[0]);
+    root.draw(&PathElement::new(closed, c.stroke_width(2)))?;
+    Ok(())
+}
+
+fn runs_phrase(runs: impl Iterator<Item = u64>, per: &str) -> String {
+    let runs: Vec<u64> = runs.filter(|&r| r > 0).collect();
+    let lo = runs.iter().copied().min().unwrap_or(0);
+    let hi = runs.iter().copied().max().unwrap_or(0);
+    if lo == hi {
+        format!("{} runs per {per}", thousands(lo))
+    } else {
+        format!("{}–{} runs per {per}", thousands(lo), thousands(hi))
+    }
+}
+
+/// Where each bar goes: bars of one strategy side by side, strategies apart.
+struct BarLayout {
+    /// Centre of each bar, in slot units.
+    centres: Vec<f64>,
+    /// (strategy, first slot, last slot) per group.
+    groups: Vec<(String, f64, f64)>,
+    slots: f64,
+}
+
+impl BarLayout {
+    const GAP: f64 = 0.7;
+
+    fn new(bars: &[RateBar]) -> Self {
+        let strategies = ordered(bars.iter().map(|b| b.strategy.as_str()));
+        let mut centres = vec![0.0; bars.len()];
+        let mut groups = Vec::new();
+        let mut x = 0.0;
+        for (g, s) in strategies.iter().enumerate() {
+            if g > 0 {
+                x += Self::GAP;
+            }
+            let start = x;
+            for (i, b) in bars.iter().enumerate() {
+                if b.strategy == *s {
+                    centres[i] = x + 0.5;
+                    x += 1.0;
+                }
+            }
+            groups.push((s.to_string(), start, x));
+        }
+        BarLayout {
+            centres,
+            groups,
+            slots: x,
+        }
+    }
+}
+
+struct LeakRate<'a> {
+    bars: &'a [RateBar],
+    title: &'a str,
+    layout: BarLayout,
+}
+
+impl Paint for LeakRate<'_> {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        let (w, h) = root.dim_in_pixel();
+        let (w, h) = (w as i32, h as i32);
+        let bars = self.bars;
+        let strategies = ordered(bars.iter().map(|b| b.strategy.as_str()));
+        let variants = ordered(bars.iter().map(|b| b.variant.as_str()));
+        let grouped = strategies.len() > 1;
+        let colour = |v: &str| {
+            let i = variants.iter().position(|x| *x == v).unwrap_or(0);
+            variant_colour(v, i)
+        };
+
+        let mut subtitle = runs_phrase(bars.iter().map(|b| b.runs), "bar");
+        if grouped {
+            subtitle += &format!(" · strategies: {}", strategies.join(", "));
+        } else {
+            subtitle += &format!(" · strategy: {}", strategies[0]);
+        }
+        subtitle += " · whiskers: Wilson 95% interval";
+        header(root, self.title, &subtitle)?;
+
+        // The rate axis.
+        let mut lo = f64::INFINITY;
+        let mut hi: f64 = 0.0;
+        for b in bars {
+            let Some(v) = shown(b.runs, b.leaks, b.rate, b.ci_high) else {
+                continue;
+            };
+            lo = lo.min(v);
+            hi = hi.max(v).max(b.ci_high);
+            if b.leaks > 0 && b.ci_low > 0.0 {
+                lo = lo.min(b.ci_low);
+            }
+        }
+        if !lo.is_finite() || hi <= 0.0 {
+            return Err("no bar has a positive rate or upper bound".into());
+        }
+        let x_area = if grouped { 78 } else { 56 };
+        let plot_px = (h - HEADER_H - x_area - 20) as f64;
+        let (ymin, ymax) = log_range(lo, hi, plot_px, 66.0);
+
+        let body = root.margin(HEADER_H as u32, 10, 10, LEGEND_W as u32);
+        let mut chart = ChartBuilder::on(&body)
+            .x_label_area_size(x_area)
+            .y_label_area_size(78)
+            .build_cartesian_2d(0f64..self.layout.slots, (ymin..ymax).log_scale())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_labels(decades(ymin, ymax))
+            .y_label_formatter(&|v| fmt_decade(*v))
+            .y_desc("leak rate (leaks per run, log scale)")
+            .x_desc(if grouped {
+                "variant, grouped by strategy"
+            } else {
+                "variant"
+            })
+            .axis_desc_style(font(16.0))
+            .label_style(font(14.0))
+            .bold_line_style(GRID_BOLD)
+            .light_line_style(GRID_LIGHT)
+            .draw()?;
+
+        let plot = chart.plotting_area();
+        let px = |x: f64, y: f64| chart.backend_coord(&(x, y));
+        let slot_px = (px(1.0, ymin).0 - px(0.0, ymin).0).max(1);
+        let half = 0.36;
+        let mut any_zero = false;
+        for (i, b) in bars.iter().enumerate() {
+            let c = self.layout.centres[i];
+            let col = colour(&b.variant);
+            let (l, r) = (c - half, c + half);
+            let label_w = slot_px - 6;
+            let Some(top) = shown(b.runs, b.leaks, b.rate, b.ci_high) else {
+                let (x, y) = px(c, ymin);
+                let sz = fit(root, "no runs", label_w, 13.0, 9.0)?;
+                text(
+                    root,
+                    "no runs",
+                    (x, y - 8),
+                    &font(sz),
+                    HPos::Center,
+                    VPos::Bottom,
+                )?;
+                continue;
+            };
+            let lines: [String; 3];
+            let whisker_top;
+            if b.leaks > 0 {
+                plot.draw(&Rectangle::new(
+                    [(l, ymin), (r, top)],
+                    col.mix(0.85).filled(),
+                ))?;
+                let low = if b.ci_low > 0.0 { b.ci_low } else { ymin };
+                let high = b.ci_high.max(top);
+                let (wx, wlo) = px(c, low.max(ymin));
+                let (_, whi) = px(c, high);
+                whisker(root, wx, wlo, whi, (slot_px / 10).clamp(5, 12), BLACK)?;
+                whisker_top = high;
+                let leaks = if b.leaks == 1 { "leak" } else { "leaks" };
+                lines = [
+                    fmt_rate(b.rate),
+                    format!("{} {leaks}", thousands(b.leaks)),
+                    format!("in {} runs", thousands(b.runs)),
+                ];
+            } else {
+                any_zero = true;
+                let (x0, y0) = px(l, top);
+                let (x1, y1) = px(r, ymin);
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x1, y1)],
+                    col.mix(0.10).filled(),
+                ))?;
+                hatch(root, (x0, y0), (x1, y1), col, 8)?;
+                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], col.stroke_width(2)))?;
+                let (tx, ty) = px(c, top);
+                triangle_down(root, (tx, ty), col)?;
+                whisker_top = top;
+                lines = [
+                    format!("≤ {}", fmt_rate(top)),
+                    ZERO_LABEL.to_string(),
+                    format!("in {} runs", thousands(b.runs)),
+                ];
+            }
+            // Labels above the bar, last line lowest.
+            let (x, y) = px(c, whisker_top);
+            let mut ly = y - 10;
+            for (k, line) in lines.iter().enumerate().rev() {
+                let base = if k == 0 { 15.0 } else { 13.0 };
+                let sz = fit(root, line, label_w, base, 8.0)?;
+                let st = if k == 0 {
+                    font(sz)
+                } else {
+                    font(sz).color(&GREY)
+                };
+                text(root, line, (x, ly), &st, HPos::Center, VPos::Bottom)?;
+                ly -= sz as i32 + 3;
+            }
+            // The bar's name under the axis.
+            let (x, y) = px(c, ymin);
+            let name = &b.variant;
+            let sz = fit(root, name, label_w, 15.0, 8.0)?;
+            text(root, name, (x, y + 8), &font(sz), HPos::Center, VPos::Top)?;
+        }
+        if grouped {
+            for (s, a, z) in &self.layout.groups {
+                let (xa, y) = px(*a + 0.08, ymin);
+                let (xz, _) = px(*z - 0.08, ymin);
+                let y = y + 30;
+                root.draw(&PathElement::new(
+                    vec![(xa, y - 4), (xa, y), (xz, y), (xz, y - 4)],
+                    GREY.stroke_width(1),
+                ))?;
+                let sz = fit(root, s, xz - xa, 15.0, 8.0)?;
+                text(
+                    root,
+                    s,
+                    ((xa + xz) / 2, y + 3),
+                    &font(sz),
+                    HPos::Center,
+                    VPos::Top,
+                )?;
+            }
+        }
+
+        // Legend.
+        let mut entries = Vec::new();
+        if grouped {
+            entries.push((Swatch::Heading, vec!["Variants".to_string()]));
+            for v in &variants {
+                entries.push((Swatch::Solid(colour(v)), vec![v.to_string()]));
+            }
+        }
+        entries.push((Swatch::Heading, vec!["How to read".to_string()]));
+        let sample = if grouped || variants.len() > 1 {
+            GREY
+        } else {
+            colour(variants[0])
+        };
+        entries.push((
+            Swatch::Solid(sample),
+            vec![
+                "bar: observed leak rate".into(),
+                "(leaking runs / runs)".into(),
+            ],
+        ));
+        entries.push((
+            Swatch::Whisker,
+            vec!["whisker: Wilson 95%".into(), "confidence interval".into()],
+        ));
+        if any_zero {
+            entries.push((
+                Swatch::Hatched(sample),
+                vec![
+                    "hatched bar, ▽: no leak seen;".into(),
+                    "drawn at the interval's".into(),
+                    "upper bound (about 4 / runs)".into(),
+                ],
+            ));
+        }
+        let lx = w - LEGEND_W + 24;
+        legend(root, lx, HEADER_H + 16, &entries)?;
+        Ok(())
+    }
+}
+
+struct Sweep<'a> {
+    points: &'a [SweepPoint],
+    param: &'a str,
+    unit: &'a str,
+    title: &'a str,
+}
+
+/// Compact number for an axis tick: no trailing zeros, precision from the
+/// axis span.
+fn fmt_tick(v: f64, span: f64) -> String {
+    let decimals = (2 - span.abs().max(1e-12).log10().floor() as i32).clamp(0, 9) as usize;
+    let s = trim_zeros(&format!("{v:.decimals$}"));
+    if s == "-0" { "0".into() } else { s }
+}
+
+impl Paint for Sweep<'_> {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        let (w, h) = root.dim_in_pixel();
+        let (w, h) = (w as i32, h as i32);
+        let points: Vec<&SweepPoint> = self
+            .points
+            .iter()
+            .filter(|p| p.runs > 0 && p.x.is_finite())
+            .collect();
+        let variants = ordered(points.iter().map(|p| p.variant.as_str()));
+        let colour = |v: &str| {
+            let i = variants.iter().position(|x| *x == v).unwrap_or(0);
+            variant_colour(v, i)
+        };
+        let axis_name = if self.unit.is_empty() {
+            self.param.to_string()
+        } else {
+            format!("{} ({})", self.param, self.unit)
+        };
+        let subtitle = format!(
+            "leak rate against {} · {} · band: Wilson 95% interval",
+            self.param,
+            runs_phrase(points.iter().map(|p| p.runs), "point")
+        );
+        header(root, self.title, &subtitle)?;
+
+        let (mut xmin, mut xmax) = points
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.x), b.max(p.x))
+            });
+        if xmin == xmax {
+            let d = (xmin.abs() * 0.1).max(1.0);
+            xmin -= d;
+            xmax += d;
+        } else {
+            let d = (xmax - xmin) * 0.04;
+            xmin -= d;
+            xmax += d;
+        }
+        let mut lo = f64::INFINITY;
+        let mut hi: f64 = 0.0;
+        for p in &points {
+            if let Some(v) = shown(p.runs, p.leaks, p.rate, p.ci_high) {
+                lo = lo.min(v);
+                hi = hi.max(v).max(p.ci_high);
+            }
+            if p.leaks > 0 && p.ci_low > 0.0 {
+                lo = lo.min(p.ci_low);
+            }
+        }
+        if !lo.is_finite() || hi <= 0.0 {
+            return Err("no point has a positive rate or upper bound".into());
+        }
+        // Not snapped to a decade: a line chart has no bar base to show.
+        let (lo_log, hi_log) = (lo.log10(), hi.log10());
+        let span = (hi_log - lo_log).max(1.0);
+        let (ymin, ymax) = (
+            10f64.powf(hi_log - span - 0.08 * span),
+            10f64.powf(hi_log + 0.08 * span),
+        );
+        let _ = h;
+
+        let body = root.margin(HEADER_H as u32, 10, 10, LEGEND_W as u32);
+        let mut chart = ChartBuilder::on(&body)
+            .x_label_area_size(60)
+            .y_label_area_size(78)
+            .build_cartesian_2d(xmin..xmax, (ymin..ymax).log_scale())?;
+        let span = xmax - xmin;
+        chart
+            .configure_mesh()
+            .x_labels(10)
+            .max_light_lines(2)
+            .x_label_formatter(&|v| fmt_tick(*v, span))
+            .y_labels(decades(ymin, ymax))
+            .y_label_formatter(&|v| fmt_decade(*v))
+            .y_desc("leak rate (leaks per run, log scale)")
+            .x_desc(axis_name.as_str())
+            .axis_desc_style(font(16.0))
+            .label_style(font(14.0))
+            .bold_line_style(GRID_BOLD)
+            .light_line_style(GRID_LIGHT)
+            .draw()?;
+
+        let mut series: Vec<(&str, Vec<&SweepPoint>)> = variants
+            .iter()
+            .map(|v| {
+                let mut ps: Vec<&SweepPoint> =
+                    points.iter().copied().filter(|p| p.variant == *v).collect();
+                ps.sort_by(|a, b| a.x.total_cmp(&b.x));
+                (*v, ps)
+            })
+            .collect();
+        series.retain(|(_, ps)| !ps.is_empty());
+
+        // Bands first, so lines and markers stay on top.
+        for (v, ps) in &series {
+            let col = colour(v);
+            if ps.len() >= 2 {
+                let mut poly: Vec<(f64, f64)> = ps
+                    .iter()
+                    .map(|p| (p.x, p.ci_high.max(ymin).min(ymax)))
+                    .collect();
+                // A point without leaks has no lower bound on a log axis:
+                // the band pinches to its upper bound there rather than
+                // filling the plot down to the axis.
+                for p in ps.iter().rev() {
+                    let low = if p.leaks > 0 && p.ci_low > 0.0 {
+                        p.ci_low
+                    } else {
+                        p.ci_high
+                    };
+                    poly.push((p.x, low.max(ymin).min(ymax)));
+                }
+                chart.draw_series(std::iter::once(Polygon::new(poly, col.mix(0.18).filled())))?;
+            }
+        }
+        // Upper bounds of several variants often coincide (same runs, no
+        // leak): their dashes interleave and their markers step aside, so
+        // every variant stays visible.
+        let n_series = series.len() as i32;
+        let mut any_zero = false;
+        for (k, (v, ps)) in series.iter().enumerate() {
+            let col = colour(v);
+            let k = k as i32;
+            let dodge = (2 * k - (n_series - 1)) * 4;
+            let line: Vec<((i32, i32), bool)> = ps
+                .iter()
+                .filter_map(|p| {
+                    shown(p.runs, p.leaks, p.rate, p.ci_high)
+                        .map(|y| (chart.backend_coord(&(p.x, y)), p.leaks > 0))
+                })
+                .collect();
+            // Solid between measured rates; dashed where a point is only
+            // an upper bound.
+            for pair in line.windows(2) {
+                let ((a, a_measured), (b, b_measured)) = (pair[0], pair[1]);
+                if a_measured && b_measured {
+                    root.draw(&PathElement::new(vec![a, b], col.stroke_width(3)))?;
+                } else {
+                    for d in dashes(a, b, 7.0, 7.0 * n_series.max(2) as f64, 7.0 * k as f64) {
+                        root.draw(&PathElement::new(d.to_vec(), col.stroke_width(3)))?;
+                    }
+                }
+            }
+            for p in ps {
+                let Some(y) = shown(p.runs, p.leaks, p.rate, p.ci_high) else {
+                    continue;
+                };
+                if ps.len() == 1 && p.leaks > 0 {
+                    let (x, lo_px) = chart.backend_coord(&(p.x, p.ci_low.max(ymin)));
+                    let (_, hi_px) = chart.backend_coord(&(p.x, p.ci_high.max(y)));
+                    whisker(root, x, lo_px, hi_px, 6, col)?;
+                }
+                let (x, y) = chart.backend_coord(&(p.x, y));
+                if p.leaks == 0 {
+                    any_zero = true;
+                    triangle_down(root, (x + dodge, y), col)?;
+                } else {
+                    root.draw(&Circle::new((x, y), 5, col.filled()))?;
+                }
+            }
+        }
+
+        let mut entries = vec![(Swatch::Heading, vec!["Variants".to_string()])];
+        for (v, _) in &series {
+            entries.push((Swatch::Line(colour(v)), vec![v.to_string()]));
+        }
+        entries.push((Swatch::Heading, vec!["How to read".to_string()]));
+        entries.push((
+            Swatch::Band(GREY),
+            vec!["band: Wilson 95%".into(), "confidence interval".into()],
+        ));
+        if any_zero {
+            entries.push((
+                Swatch::HollowTriangle(GREY),
+                vec![
+                    ZERO_LABEL.into(),
+                    "no leak seen; drawn at the".into(),
+                    "interval's upper bound;".into(),
+                    "lines to it are dashed".into(),
+                ],
+            ));
+        }
+        legend(root, w - LEGEND_W + 24, HEADER_H + 16, &entries)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Scratch;
+
+    fn wilson(k: u64, n: u64) -> (f64, f64) {
+        let (k, n) = (k as f64, n as f64);
+        let z = 1.959_964;
+        let p = k / n;
+        let d = 1.0 + z * z / n;
+        let c = (p + z * z / (2.0 * n)) / d;
+        let m = z * ((p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt()) / d;
+        ((c - m).max(0.0), (c + m).min(1.0))
+    }
+
+    fn bar(variant: &str, strategy: &str, runs: u64, leaks: u64) -> RateBar {
+        let (ci_low, ci_high) = wilson(leaks, runs);
+        RateBar {
+            variant: variant.into(),
+            strategy: strategy.into(),
+            runs,
+            leaks,
+            rate: leaks as f64 / runs as f64,
+            ci_low,
+            ci_high,
+        }
+    }
+
+    fn sample_bars() -> Vec<RateBar> {
+        vec![
+            bar("pre-4308", "timed", 100_000, 100_000),
+            bar("pre-8095", "timed", 100_000, 3),
+            bar("pr-8095", "timed", 100_000, 0),
+            bar("priority-lock", "timed", 100_000, 0),
+            bar("a115", "timed", 100_000, 0),
+        ]
+    }
+
+    /// Width and height from a PNG's IHDR chunk.
+    pub(crate) fn png_size(bytes: &[u8]) -> (u32, u32) {
+        assert!(bytes.len() > 24, "too short for a PNG");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+        assert_eq!(&bytes[12..16], b"IHDR", "first chunk is IHDR");
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        (be(&bytes[16..20]), be(&bytes[20..24]))
+    }
+
+    #[test]
+    fn leak_rate_png_is_a_png() {
+        let path = Scratch::new("leak_rate.png");
+        leak_rate_chart(&sample_bars(), "Leak rate per variant", &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (w, h) = png_size(&bytes);
+        assert!(w >= 900 && h >= 600, "{w}x{h}");
+        // Nothing else was left in the directory: the temporary was renamed.
+        let dir = path.parent().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn leak_rate_svg_has_title_and_zero_marker() {
+        let path = Scratch::new("leak_rate.svg");
+        let title = "Sub-balancer leaks: switch to lower priority and back";
+        leak_rate_chart(&sample_bars(), title, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.starts_with("<svg") || svg.starts_with("<?xml"),
+            "{}",
+            &svg[..80]
+        );
+        assert!(svg.contains(title));
+        assert!(svg.contains("leak rate (leaks per run, log scale)"));
+        // Three zero-leak bars, each marked.
+        assert_eq!(svg.matches(ZERO_LABEL).count(), 3);
+        assert!(svg.contains("100,000 runs per bar"));
+        assert!(svg.contains("Wilson 95%"));
+        for v in ["pre-4308", "pre-8095", "pr-8095", "priority-lock", "a115"] {
+            assert!(svg.contains(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn bars_of_several_strategies_are_grouped() {
+        let mut bars = sample_bars();
+        bars.truncate(3);
+        bars.push(bar("pre-8095", "random", 20_000, 40));
+        bars.push(bar("pr-8095", "random", 20_000, 0));
+        let path = Scratch::new("grouped.svg");
+        leak_rate_chart(&bars, "Grouped", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("grouped by strategy"));
+        assert!(svg.contains("\ntimed\n"), "group label");
+        assert!(svg.contains("20,000–100,000 runs per bar"));
+        assert_eq!(svg.matches(ZERO_LABEL).count(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let e = leak_rate_chart(&sample_bars(), "t", Path::new("/tmp/x.gif")).unwrap_err();
+        assert!(matches!(e, ChartError::UnsupportedFormat { .. }));
+        let e = leak_rate_chart(&[], "t", Path::new("/tmp/empty.svg")).unwrap_err();
+        assert!(e.to_string().contains("/tmp/empty.svg"), "{e}");
+        let missing = Path::new("/nonexistent-dir-lbsim/chart.svg");
+        let e = leak_rate_chart(&sample_bars(), "t", missing).unwrap_err();
+        assert!(matches!(e, ChartError::Io { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("nonexistent-dir-lbsim/chart.svg"),
+            "{e}"
+        );
+        let missing = Path::new("/nonexistent-dir-lbsim/chart.png");
+        let e = leak_rate_chart(&sample_bars(), "t", missing).unwrap_err();
+        assert!(
+            e.to_string().contains("nonexistent-dir-lbsim/chart.png"),
+            "{e}"
+        );
+    }
+
+    fn sample_sweep() -> Vec<SweepPoint> {
+        let mut pts = Vec::new();
+        for (i, x) in [0.0, 0.25, 0.5, 1.0, 2.0].iter().enumerate() {
+            for (v, k) in [("pre-8095", [0u64, 2, 9, 30, 80][i]), ("pr-8095", 0)] {
+                let (ci_low, ci_high) = wilson(k, 50_000);
+                pts.push(SweepPoint {
+                    variant: v.into(),
+                    x: *x,
+                    runs: 50_000,
+                    leaks: k,
+                    rate: k as f64 / 50_000.0,
+                    ci_low,
+                    ci_high,
+                });
+            }
+        }
+        pts
+    }
+
+    #[test]
+    fn sweep_png_and_svg() {
+        let pts = sample_sweep();
+        let png = Scratch::new("sweep.png");
+        sweep_chart(&pts, "pause probability", "per step", "Sweep", &png).unwrap();
+        let (w, h) = png_size(&std::fs::read(&png).unwrap());
+        assert_eq!((w, h), (1100, 640));
+        let svg_path = Scratch::new("sweep.svg");
+        let title = "Leak rate against the pause probability";
+        sweep_chart(&pts, "pause probability", "per step", title, &svg_path).unwrap();
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert!(svg.contains(title));
+        assert!(svg.contains("pause probability (per step)"));
+        assert!(svg.contains(ZERO_LABEL));
+        assert!(svg.contains("50,000 runs per point"));
+        // The bands are translucent polygons.
+        assert!(svg.contains("<polygon"), "no band drawn");
+    }
+
+    #[test]
+    fn sweep_of_one_point_draws() {
+        let mut pts = sample_sweep();
+        pts.truncate(1);
+        let path = Scratch::new("sweep1.svg");
+        sweep_chart(&pts, "gomaxprocs", "", "One point", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains(">gomaxprocs<") || svg.contains("gomaxprocs"));
+        let e = sweep_chart(&[], "p", "", "none", &path).unwrap_err();
+        assert!(matches!(e, ChartError::Empty { .. }));
+    }
+}
