@@ -1,3 +1,4 @@
 pub mod cli;
 pub mod grpc;
+pub mod net;
 pub mod sim;

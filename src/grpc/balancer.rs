@@ -228,6 +228,18 @@ pub trait SubConn {
     fn connect(&self) -> BoxFut<'_, ()>;
     /// Tears the SubConn down; a final SHUTDOWN state is delivered.
     fn shutdown(&self) -> BoxFut<'_, ()>;
+    /// `SubConn.RegisterHealthListener`: the listener learns the SubConn's
+    /// health while it is READY. The default stands for a channel without
+    /// health checking (grpc-go's no-op registration): the listener is told
+    /// READY from a new task, after the caller has released its locks.
+    fn register_health_listener(&self, listener: StateListener) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            crate::sim::go("health_listener", async move {
+                listener(SubConnState::new(ConnectivityState::Ready)).await;
+            })
+            .await;
+        })
+    }
 }
 
 /// The state listener of a SubConn (`NewSubConnOptions.StateListener`). In Go

@@ -5,9 +5,15 @@
 pub mod balancer;
 pub mod balancergroup;
 pub mod cache;
+pub mod clientconn;
 pub mod connectivity;
 pub mod gracefulswitch;
+pub mod leaf;
+pub mod outlier_detection;
 pub mod priority;
+pub mod serializer;
+pub mod subconn;
+pub mod tree;
 pub mod variant;
 
 pub use balancer::*;

@@ -1,0 +1,18 @@
+//! Registration of the policies this crate ports below and around the
+//! priority policy (grpc-go registers them in each package's `init()` at
+//! `e0ac3acff`): `pick_first`, `round_robin` and
+//! `outlier_detection_experimental`.
+
+use std::rc::Rc;
+
+use crate::grpc::balancer::Registry;
+use crate::grpc::leaf::{PickFirstBuilder, RoundRobinBuilder};
+use crate::grpc::outlier_detection::OutlierDetectionBuilder;
+
+/// Registers pick_first, round_robin and outlier_detection_experimental.
+/// The priority policy is registered by its own module.
+pub fn register_builtin(reg: &mut Registry) {
+    reg.register(Rc::new(PickFirstBuilder));
+    reg.register(Rc::new(RoundRobinBuilder::new()));
+    reg.register(Rc::new(OutlierDetectionBuilder));
+}
