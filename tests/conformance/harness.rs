@@ -15,6 +15,7 @@ use lbsim::grpc::balancer::{
     ResolverState, StateListener, SubConn, SubConnId, SubConnState,
 };
 use lbsim::grpc::connectivity::ConnectivityState;
+use lbsim::grpc::leaf::{PickFirstBuilder, RoundRobinBuilder};
 use lbsim::grpc::priority::{Child, LbConfig, PriorityBalancer};
 use lbsim::grpc::variant::Variant;
 use lbsim::sim::strategy::{Decision, Point, RandomStrategy, RuntimeModel, Strategy, Timed};
@@ -108,6 +109,16 @@ where
     }
 }
 
+/// Runs `body` under [`Sched::LateTimers`] and under [`Sched::Timed`].
+pub fn run_both<F, Fut>(name: &str, variants: &[Variant], seeds: u64, body: F)
+where
+    F: Fn(Variant) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    run_scenario(name, Sched::LateTimers, variants, seeds, &body);
+    run_scenario(name, Sched::Timed, variants, seeds, &body);
+}
+
 /// The variants whose priority behaviour matches grpc-go at `e0ac3acff` when
 /// the group's cache is off (every variant differs only in caching and close).
 pub const ALL_VARIANTS: [Variant; 5] = Variant::ALL;
@@ -176,11 +187,6 @@ impl FakeSubConn {
             h(SubConnState::new(ConnectivityState::Ready)).await;
         }
     }
-
-    /// Sets the health listener (the leaf registers it when READY).
-    pub fn set_health_listener(&self, l: StateListener) {
-        *self.health_listener.borrow_mut() = Some(l);
-    }
 }
 
 impl SubConn for FakeSubConn {
@@ -196,6 +202,13 @@ impl SubConn for FakeSubConn {
         Box::pin(async move {
             self.connects.set(self.connects.get() + 1);
             self.connect_called.fire().await;
+        })
+    }
+
+    /// Keeps the listener; `update_state(READY)` calls it (grpc-go's fake).
+    fn register_health_listener(&self, listener: StateListener) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            *self.health_listener.borrow_mut() = Some(listener);
         })
     }
 
@@ -225,7 +238,6 @@ pub enum CcEvent {
 #[derive(Default)]
 pub struct FakeCc {
     next_id: Cell<u32>,
-    subconns: RefCell<Vec<Rc<FakeSubConn>>>,
     /// Created SubConns not yet taken by `next_sub_conn`.
     new_sub_conns: RefCell<VecDeque<Rc<FakeSubConn>>>,
     /// Shutdown calls not yet taken by `next_shutdown`.
@@ -252,13 +264,21 @@ impl FakeCc {
         self.log.borrow_mut().push(CcEvent::Shutdown(id));
     }
 
-    pub fn log(&self) -> Vec<CcEvent> {
-        self.log.borrow().clone()
+    /// A position in the event log, for [`FakeCc::states_since`].
+    pub fn mark(&self) -> usize {
+        self.log.borrow().len()
     }
 
-    /// Every SubConn created so far, in creation order.
-    pub fn all_sub_conns(&self) -> Vec<Rc<FakeSubConn>> {
-        self.subconns.borrow().clone()
+    /// Every state pushed to the parent since `mark`, in order (the
+    /// latest-only slot hides transient ones; this does not).
+    pub fn states_since(&self, mark: usize) -> Vec<String> {
+        self.log.borrow()[mark..]
+            .iter()
+            .filter_map(|e| match e {
+                CcEvent::State(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn shutdown_count(&self, sc: &FakeSubConn) -> u32 {
@@ -307,6 +327,11 @@ impl FakeCc {
         let mut want: Vec<SubConnId> = want.iter().map(|s| s.id).collect();
         want.sort();
         assert_eq!(got, want, "unexpected SubConn shutdowns");
+    }
+
+    /// Takes every Shutdown call not yet read.
+    pub fn take_shutdowns(&self) -> Vec<SubConnId> {
+        self.shutdowns.borrow_mut().drain(..).collect()
     }
 
     /// Watches for [`SHORT`] of virtual time: no SubConn is created and
@@ -401,15 +426,6 @@ impl FakeCc {
             sim::sleep(MS).await;
         }
     }
-
-    /// `WaitForErrPicker`: reads one picker, which must fail.
-    pub async fn wait_for_err_picker(&self) -> PickError {
-        let s = self.next_state().await;
-        match s.picker.pick(&PickInfo::default()) {
-            Err(e) => e,
-            Ok(sc) => panic!("expected an error picker, got {s:?} picking {}", sc.id()),
-        }
-    }
 }
 
 /// A picker that fails with `text`.
@@ -472,7 +488,6 @@ impl ClientConn for FakeCc {
             self.log
                 .borrow_mut()
                 .push(CcEvent::NewSubConn(id, sc.addr().to_string()));
-            self.subconns.borrow_mut().push(sc.clone());
             self.new_sub_conns.borrow_mut().push_back(sc.clone());
             Ok(sc as Rc<dyn SubConn>)
         })
@@ -601,8 +616,22 @@ impl Env {
         v
     }
 
-    pub fn assert_live_children(&self, want: &[&str]) {
-        assert_eq!(self.live_children(), want, "children built and not closed");
+    /// Waits until the children built and not closed are exactly `want`
+    /// (a child is closed after its SubConns are shut down, so the test may
+    /// see those first).
+    pub async fn expect_live_children(&self, want: &[&str]) {
+        let deadline = sim::now() + WAIT_TIMEOUT;
+        loop {
+            let live = self.live_children();
+            if live == want {
+                return;
+            }
+            assert!(
+                sim::now() < deadline,
+                "children built and not closed: {live:?}, want {want:?}"
+            );
+            sim::sleep(MS).await;
+        }
     }
 
     /// Closes the policy (the Go tests' deferred `pb.Close()`) and checks
@@ -628,12 +657,13 @@ pub struct StubData {
     pub data: RefCell<Option<Rc<dyn Any>>>,
 }
 
+type StubInit = Rc<dyn Fn(&Rc<StubData>)>;
 type StubFn<A, R> = Rc<dyn Fn(Rc<StubData>, A) -> BoxFut<'static, R>>;
 
 /// The functions of a stub policy; absent ones do nothing.
 #[derive(Clone, Default)]
 pub struct StubFuncs {
-    pub init: Option<Rc<dyn Fn(&Rc<StubData>)>>,
+    pub init: Option<StubInit>,
     pub update_client_conn_state: Option<StubFn<ClientConnState, Result<(), GrpcError>>>,
     pub resolver_error: Option<StubFn<GrpcError, ()>>,
     pub exit_idle: Option<StubFn<(), ()>>,
@@ -748,4 +778,40 @@ pub fn counting_stub(name: &str, calls: Rc<RefCell<Vec<String>>>) -> Rc<StubBuil
             ..Default::default()
         },
     )
+}
+
+/// Registers the leaf policies, `pick_first` and `round_robin`.
+pub fn register_leaves(reg: &mut Registry) {
+    reg.register(Rc::new(PickFirstBuilder));
+    reg.register(Rc::new(RoundRobinBuilder::new()));
+}
+
+/// A registered policy under another name (grpc-go's `another-round-robin`
+/// and `noopBalancerBuilderWrapper`): builds exactly what `inner` builds.
+pub struct RenamedBuilder {
+    pub name: String,
+    pub inner: Rc<dyn Builder>,
+}
+
+impl RenamedBuilder {
+    pub fn new(name: &str, inner: Rc<dyn Builder>) -> Rc<Self> {
+        Rc::new(RenamedBuilder {
+            name: name.to_string(),
+            inner,
+        })
+    }
+}
+
+impl Builder for RenamedBuilder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(
+        &self,
+        cc: Rc<dyn ClientConn>,
+        opts: BuildOptions,
+    ) -> BoxFut<'static, Rc<dyn Balancer>> {
+        self.inner.build(cc, opts)
+    }
 }

@@ -5,6 +5,8 @@
 
 mod after_close;
 mod balancergroup;
+mod balancergroup_rr;
 mod harness;
 mod priority;
 mod priority_misc;
+mod priority_rr;

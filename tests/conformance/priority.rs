@@ -224,12 +224,12 @@ fn p1_18_high_priority_init_idle() {
             env.cc
                 .wait_for_picker_with_err(&err(&init_idle_err(0)))
                 .await;
-            env.assert_live_children(&["child-0"]);
+            env.expect_live_children(&["child-0"]).await;
 
             sc0.update_state(TransientFailure).await;
             env.cc.wait_for_picker_with_err(&q()).await;
             let sc1 = env.cc.next_sub_conn_for(&addr(1)).await;
-            env.assert_live_children(&["child-0", "child-1"]);
+            env.expect_live_children(&["child-0", "child-1"]).await;
             sc1.update_state(Idle).await;
             env.cc
                 .wait_for_picker_with_err(&err(&init_idle_err(1)))
@@ -273,7 +273,7 @@ fn p1_19_add_low_priority_when_high_is_in_idle() {
             .expect("config accepted");
             env.cc.next_sub_conn_for(&addr(0)).await;
             env.cc.expect_no_new_sub_conn().await;
-            env.assert_live_children(&["child-0"]);
+            env.expect_live_children(&["child-0"]).await;
             assert_eq!(pb.child_in_use(), "child-0");
             assert_eq!(
                 pb.children_started(),
