@@ -16,7 +16,7 @@ use lbsim::grpc::variant::Variant;
 use crate::balancergroup::{add, new_group};
 use crate::harness::*;
 
-const SEEDS: u64 = 10;
+const SEEDS: u64 = 50;
 const TERMINAL: [Variant; 2] = [Variant::Pr8095, Variant::A115];
 const POLICY: &str = "stub-after-close";
 
@@ -225,6 +225,33 @@ fn bg_close_is_terminal() {
             sc.update_state(ConnectivityState::Idle).await;
             assert_eq!(delivered.borrow().as_slice(), ["READY"]);
             env.cc.assert_no_sub_conn_change();
+        },
+    );
+}
+
+/// gRFC A115's `TestBalancerGroup_RemoveImmediately` (cache 5 s):
+/// RemoveImmediately closes at once, Remove caches, Close closes the cached
+/// child.
+#[test]
+fn bg_remove_immediately() {
+    run_scenario(
+        "RemoveImmediately",
+        Sched::LateTimers,
+        &[Variant::A115],
+        SEEDS,
+        |variant| async move {
+            let (env, _) = stub_env(variant);
+            let bg = new_group(&env, None, 5 * lbsim::sim::SEC);
+            add(&bg, &env, "child-1", POLICY).await.expect("added");
+            add(&bg, &env, "child-2", POLICY).await.expect("added");
+            bg.remove_immediately("child-1").await;
+            assert_eq!(env.lifecycle.closed_count(), 1);
+            bg.remove("child-2").await;
+            lbsim::sim::sleep(SHORT).await;
+            assert_eq!(env.lifecycle.closed_count(), 1, "a cached child was closed");
+            assert_eq!(bg.cached_children(), 1);
+            bg.close().await;
+            assert_eq!(env.lifecycle.unclosed(), Vec::<String>::new());
         },
     );
 }

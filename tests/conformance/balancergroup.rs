@@ -20,7 +20,7 @@ use lbsim::grpc::variant::Variant;
 
 use crate::harness::*;
 
-const SEEDS: u64 = 10;
+const SEEDS: u64 = 50;
 
 /// The variants in which the group still has `Start` (before PR #8095).
 pub const WITH_START: [Variant; 3] = [Variant::Pre4308, Variant::Pre8095, Variant::PriorityLock];

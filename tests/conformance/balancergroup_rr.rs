@@ -14,7 +14,7 @@ use lbsim::sim::{self, SEC};
 use crate::balancergroup::{TestAggregator, WITH_START, add, new_group};
 use crate::harness::*;
 
-const SEEDS: u64 = 10;
+const SEEDS: u64 = 50;
 const RR: &str = "round_robin";
 
 /// The variants whose cached children are closed by `Close` (all since
@@ -388,6 +388,49 @@ fn bg_graceful_switch() {
             let b = env.cc.next_shutdown().await;
             assert!(a != b && old.contains(&a) && old.contains(&b), "{a} {b}");
             bg.close().await;
+        },
+    );
+}
+
+/// `TestBalancerGroup_start_close` as PR #8095 truncated it: children are
+/// built on Add (there is no `Start`), and Close shuts every SubConn down.
+#[test]
+fn bg_start_close_terminal() {
+    run_both(
+        "start_close (pr-8095)",
+        &[Variant::Pr8095, Variant::A115],
+        SEEDS,
+        |variant| async move {
+            let env = Env::new(variant, rr_registry());
+            let gator = TestAggregator::new(env.cc.clone());
+            gator.start();
+            let bg = new_group(&env, Some(&gator), 0);
+            gator.add("b1", 2);
+            add(&bg, &env, "b1", RR).await.expect("added");
+            bg.update_client_conn_state("b1", endpoints_state(&[0, 1]))
+                .await
+                .expect("updated");
+            gator.add("b2", 1);
+            add(&bg, &env, "b2", RR).await.expect("added");
+            bg.update_client_conn_state("b2", endpoints_state(&[2, 3]))
+                .await
+                .expect("updated");
+            let m = ready_sub_conns(&env, 4).await;
+            env.cc
+                .wait_for_round_robin(&pick_list(&m, &[0, 0, 1, 1, 2, 3]))
+                .await;
+
+            gator.stop();
+            bg.close().await;
+            let mut first: Vec<SubConnId> = Vec::new();
+            for _ in 0..4 {
+                first.push(env.cc.next_shutdown().await);
+            }
+            first.sort();
+            let mut all: Vec<SubConnId> = m.values().map(|s| s.id()).collect();
+            all.sort();
+            assert_eq!(first, all);
+            assert_eq!(env.lifecycle.unclosed(), Vec::<String>::new());
         },
     );
 }

@@ -20,7 +20,7 @@ use lbsim::grpc::connectivity::ConnectivityState::{self, *};
 
 use crate::harness::*;
 
-const SEEDS: u64 = 10;
+const SEEDS: u64 = 50;
 
 fn q() -> PickError {
     PickError::NoSubConnAvailable
@@ -282,6 +282,45 @@ fn p1_19_add_low_priority_when_high_is_in_idle() {
                     ("child-1".to_string(), false)
                 ]
             );
+            env.close_priority(&pb).await;
+        },
+    );
+}
+
+/// Reference §0.5 (what §1.6 relies on): the init timer starts when the
+/// child is built, not when it first reports CONNECTING. A child that never
+/// reports anything still gives way to the next priority after the init
+/// timeout (200 ms). round_robin reports CONNECTING at once, which would
+/// hide a timer started by the report.
+#[test]
+fn p0_5_init_timer_starts_at_build() {
+    run_scenario(
+        "0.5 init timer",
+        Sched::LateTimers,
+        &ALL_VARIANTS,
+        SEEDS,
+        |variant| async move {
+            const SILENT: &str = "silent";
+            let ccs = Rc::new(RefCell::new(Vec::new()));
+            let mut reg = Registry::new();
+            reg.register(capturing_builder(SILENT, ccs.clone()));
+            let env = Env::with_timeouts(variant, reg, 0, 200 * lbsim::sim::MS);
+            let pb = env.build_priority().await;
+            let built_at = lbsim::sim::now();
+            pb.update_client_conn_state(priority_config(
+                &[("child-0", SILENT, &[0]), ("child-1", SILENT, &[1])],
+                &["child-0", "child-1"],
+            ))
+            .await
+            .expect("config accepted");
+            env.expect_live_children(&["child-0"]).await;
+            wait_for("child-1 built", || (ccs.borrow().len() == 2).then_some(())).await;
+            let after = lbsim::sim::now() - built_at;
+            assert!(
+                after >= 200 * lbsim::sim::MS,
+                "child-1 built {after} ns after child-0"
+            );
+            env.expect_live_children(&["child-0", "child-1"]).await;
             env.close_priority(&pb).await;
         },
     );
