@@ -235,6 +235,26 @@ pub enum CcEvent {
     ResolveNow,
 }
 
+/// What [`FakeCc::assert_in_order_since`] looks for.
+#[derive(Debug)]
+pub enum Seen {
+    /// A state whose description starts with this (e.g. `Connecting/queue`).
+    State(&'static str),
+    Shutdown(SubConnId),
+    NewSubConnFor(String),
+}
+
+impl Seen {
+    fn matches(&self, e: &CcEvent) -> bool {
+        match (self, e) {
+            (Seen::State(p), CcEvent::State(s)) => s.starts_with(p),
+            (Seen::Shutdown(a), CcEvent::Shutdown(b)) => a == b,
+            (Seen::NewSubConnFor(a), CcEvent::NewSubConn(_, b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct FakeCc {
     next_id: Cell<u32>,
@@ -267,6 +287,20 @@ impl FakeCc {
     /// A position in the event log, for [`FakeCc::states_since`].
     pub fn mark(&self) -> usize {
         self.log.borrow().len()
+    }
+
+    /// Checks that the events since `mark` contain `want` in this order
+    /// (other events may come between them).
+    pub fn assert_in_order_since(&self, mark: usize, want: &[Seen]) {
+        let log = self.log.borrow();
+        let mut it = log[mark..].iter();
+        for w in want {
+            assert!(
+                it.any(|e| w.matches(e)),
+                "{w:?} not found in order in {:?}",
+                &log[mark..]
+            );
+        }
     }
 
     /// Every state pushed to the parent since `mark`, in order (the

@@ -411,10 +411,23 @@ fn p1_10_move_child_to_higher_priority() {
         env.cc.wait_for_round_robin(&[&sc1]).await;
 
         let children: &[(&str, &str, &[u32])] = &[("child-0", RR, &[0]), ("child-1", RR, &[1])];
+        let mark = env.cc.mark();
         update(&pb, priority_config(children, &["child-1", "child-0"])).await;
         env.cc.wait_for_picker_with_err(&q()).await;
         env.cc.expect_shutdowns(&[&sc1, &sc1]).await;
         let sc2 = env.cc.next_sub_conn_for(&addr(1)).await;
+        // The new top's picker is pushed before the lower child is closed,
+        // and that before the new child is built (reference §0.4).
+        let id1 = sc1.sc_id();
+        env.cc.assert_in_order_since(
+            mark,
+            &[
+                Seen::State("Connecting/queue"),
+                Seen::Shutdown(id1),
+                Seen::Shutdown(id1),
+                Seen::NewSubConnFor(addr(1)),
+            ],
+        );
         sc2.update_state(Connecting).await;
         sc2.update_state(Ready).await;
         env.cc.wait_for_round_robin(&[&sc2]).await;
@@ -567,6 +580,7 @@ fn p1_14_child_policy_change() {
         sc1.update_state(Ready).await;
         env.cc.wait_for_round_robin(&[&sc1]).await;
 
+        let mark = env.cc.mark();
         update(
             &pb,
             priority_config(&[("child-0", ANOTHER_RR, &[0])], &["child-0"]),
@@ -575,6 +589,18 @@ fn p1_14_child_policy_change() {
         env.cc.expect_shutdowns(&[&sc1, &sc1]).await;
         env.cc.wait_for_picker_with_err(&q()).await;
         let sc2 = env.cc.next_sub_conn_for(&addr(0)).await;
+        // Closed in the config handler; the reset state pushed on resume,
+        // before the rebuilt child creates its SubConn.
+        let id1 = sc1.sc_id();
+        env.cc.assert_in_order_since(
+            mark,
+            &[
+                Seen::Shutdown(id1),
+                Seen::Shutdown(id1),
+                Seen::State("Connecting/queue"),
+                Seen::NewSubConnFor(addr(0)),
+            ],
+        );
         sc2.update_state(Connecting).await;
         sc2.update_state(Ready).await;
         env.cc.wait_for_round_robin(&[&sc2]).await;
