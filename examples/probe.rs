@@ -10,8 +10,14 @@ fn main() {
     let sc = Scenario::load(&args[1]).unwrap();
     let model = GrpcModel::new(&sc);
     for (name, s) in [
-        ("random", Box::new(RandomStrategy::new()) as Box<dyn Strategy>),
-        ("timed", Box::new(Timed::new(sc.runtime.clone())) as Box<dyn Strategy>),
+        (
+            "random",
+            Box::new(RandomStrategy::new()) as Box<dyn Strategy>,
+        ),
+        (
+            "timed",
+            Box::new(Timed::new(sc.runtime.clone())) as Box<dyn Strategy>,
+        ),
     ] {
         let mut sim = Sim::new(s);
         let t = Instant::now();
@@ -25,10 +31,19 @@ fn main() {
             steps += r.steps;
             tasks += r.tasks_spawned;
             endt += r.end_time;
-            *outcomes.entry(format!("{} {}", r.outcome, c.client_errors.len())).or_insert(0) += 1;
+            *outcomes
+                .entry(format!("{} {}", r.outcome, c.client_errors.len()))
+                .or_insert(0) += 1;
         }
         let el = t.elapsed().as_secs_f64();
-        println!("{name}: {:.1} us/run, {} steps/run, {} tasks/run, {:.0} ns/step, end {:.3}s, {:?}",
-            el * 1e6 / n as f64, steps / n, tasks / n as usize, el * 1e9 / steps as f64, endt as f64 / n as f64 / 1e9, outcomes);
+        println!(
+            "{name}: {:.1} us/run, {} steps/run, {} tasks/run, {:.0} ns/step, end {:.3}s, {:?}",
+            el * 1e6 / n as f64,
+            steps / n,
+            tasks / n as usize,
+            el * 1e9 / steps as f64,
+            endt as f64 / n as f64 / 1e9,
+            outcomes
+        );
     }
 }

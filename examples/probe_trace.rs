@@ -19,15 +19,32 @@ fn main() {
     let mut by_task: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_op: BTreeMap<String, usize> = BTreeMap::new();
     for e in &tr.events {
-        let t = e.task.map(|t| tr.task_name(t).split('[').next().unwrap().to_string()).unwrap_or("-".into());
+        let t = e
+            .task
+            .map(|t| tr.task_name(t).split('[').next().unwrap().to_string())
+            .unwrap_or("-".into());
         *by_task.entry(t).or_default() += 1;
         let o = &tr.objects[e.obj.0 as usize].1;
-        *by_op.entry(format!("{} {}", e.op.as_str(), o.split('[').next().unwrap())).or_default() += 1;
+        *by_op
+            .entry(format!(
+                "{} {}",
+                e.op.as_str(),
+                o.split('[').next().unwrap()
+            ))
+            .or_default() += 1;
     }
-    let mut v: Vec<_> = by_task.into_iter().collect(); v.sort_by_key(|x| std::cmp::Reverse(x.1));
+    let mut v: Vec<_> = by_task.into_iter().collect();
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
     println!("events {} steps {}", tr.events.len(), r.steps);
-    for (k, n) in v.iter().take(25) { println!("{n:6} {k}"); }
-    let mut v: Vec<_> = by_op.into_iter().collect(); v.sort_by_key(|x| std::cmp::Reverse(x.1));
-    for (k, n) in v.iter().take(30) { println!("{n:6} {k}"); }
-    if args.len() > 3 { print!("{}", tr.render()); }
+    for (k, n) in v.iter().take(25) {
+        println!("{n:6} {k}");
+    }
+    let mut v: Vec<_> = by_op.into_iter().collect();
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
+    for (k, n) in v.iter().take(30) {
+        println!("{n:6} {k}");
+    }
+    if args.len() > 3 {
+        print!("{}", tr.render());
+    }
 }

@@ -110,7 +110,7 @@ fn json_has_all_fields_and_sane_values() {
     let failures = std::fs::read_to_string(dir.path().join("failures.csv")).unwrap();
     let seed = buggy["first_failure_seed"].as_u64().unwrap();
     let expected =
-        format!("lbsim replay {FLAGSHIP} --variant pre-8095 --seed {seed} --strategy random");
+        format!("lbsim replay {FLAGSHIP} --variant pre-4308 --seed {seed} --strategy random");
     assert!(
         failures.lines().nth(1).unwrap().ends_with(&expected),
         "{failures}"
@@ -124,7 +124,7 @@ fn same_seed_same_summary_for_any_thread_count() {
     let one = tiny_run(a.path(), &["--jobs", "1"]);
     let two = tiny_run(b.path(), &["--jobs", "2"]);
     assert_eq!(one, two);
-    assert!(one.contains("pre-8095"));
+    assert!(one.contains("pre-4308"));
     let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
     assert_eq!(
         without_timing(&read(a.path(), "summary.csv")),

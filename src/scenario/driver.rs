@@ -82,7 +82,12 @@ impl GrpcModel {
 
     /// One run with full control of the kernel's configuration (trace,
     /// recorded schedule), for replay and exploration.
-    pub fn run_report(&self, variant: Variant, sim: &mut Sim, cfg: &RunConfig) -> (RunReport, ModelCheck) {
+    pub fn run_report(
+        &self,
+        variant: Variant,
+        sim: &mut Sim,
+        cfg: &RunConfig,
+    ) -> (RunReport, ModelCheck) {
         let lifecycle = Rc::new(Lifecycle::default());
         let client_errors = Rc::new(RefCell::new(Vec::new()));
         let world = client(
@@ -167,7 +172,9 @@ async fn client(
             down: f.down.clone(),
         });
         if !script.is_empty() || random.is_some() {
-            backend.start_health(HealthTimeline { script, random }).await;
+            backend
+                .start_health(HealthTimeline { script, random })
+                .await;
         }
         network.add(backend.clone());
         backends.push(backend);
@@ -175,7 +182,12 @@ async fn client(
     let priorities: Vec<Vec<Rc<str>>> = scenario
         .priorities
         .iter()
-        .map(|p| p.backends.iter().map(|&b| backends[b].address().clone()).collect())
+        .map(|p| {
+            p.backends
+                .iter()
+                .map(|&b| backends[b].address().clone())
+                .collect()
+        })
         .collect();
     let cc = ClientConn::new(
         ChannelOptions {
@@ -235,9 +247,7 @@ async fn client(
                 }
             }
             ClientStep::StopListener { backend } => backends[*backend].stop_listener().await,
-            ClientStep::RestartListener { backend } => {
-                backends[*backend].restart_listener().await
-            }
+            ClientStep::RestartListener { backend } => backends[*backend].restart_listener().await,
             ClientStep::Sleep { duration } => {
                 let d = sample(duration);
                 sim::sleep(d).await;
