@@ -1,7 +1,7 @@
 use lbsim::grpc::Variant;
 use lbsim::scenario::Scenario;
 use lbsim::scenario::driver::GrpcModel;
-use lbsim::sim::strategy::RandomStrategy;
+use lbsim::sim::strategy::{Pct, RandomStrategy};
 use lbsim::sim::{RunConfig, Sim};
 use std::collections::BTreeMap;
 
@@ -10,11 +10,12 @@ fn main() {
     let sc = Scenario::load(&args[1]).unwrap();
     let seed: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(1);
     let model = GrpcModel::new(&sc);
-    let mut sim = Sim::new(Box::new(RandomStrategy::new()));
+    let mut sim = if std::env::var("PCT").is_ok() { Sim::new(Box::new(Pct::new(3, 2000))) } else { Sim::new(Box::new(RandomStrategy::new())) };
     let mut cfg = RunConfig::new(seed);
     cfg.trace = true;
     cfg.max_early_fire = lbsim::scenario::driver::MAX_STALL;
     let (r, _) = model.run_report(Variant::Pre8095, &mut sim, &cfg);
+    println!("outcome {}", r.outcome);
     let tr = r.trace.unwrap();
     let mut by_task: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_op: BTreeMap<String, usize> = BTreeMap::new();

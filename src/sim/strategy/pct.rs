@@ -7,8 +7,10 @@
 //! below every initial priority. A bug of depth `d` is then found with
 //! probability at least `1 / (n * k^(d-1))` per run, for `n` tasks.
 //!
-//! Firing the next timer is treated as one more task (with its own random
-//! priority), so timer-versus-task orderings are explored too.
+//! Firing the next timer is treated as one more task with its own random
+//! priority, so a timer overtaking running tasks is explored too; once it
+//! has fired, timers fire only when no task can run, so no chain of timers
+//! can starve a task.
 
 use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
@@ -117,6 +119,15 @@ impl Strategy for Pct {
         }
         let choice = best.expect("runnable is never empty");
         self.last = Some(choice);
+        if choice == Choice::Timer {
+            // After its first early firing, time only moves when no task can
+            // run. A timer ranked above the tasks for the whole run would let
+            // a chain of timers (a client's retry sleep, a reconnect loop
+            // against a stopped listener) starve a task whose priority a
+            // change point lowered, for ever: PCT's guarantee assumes the
+            // lowered task runs once the others block.
+            self.timer_priority = 0;
+        }
         Decision::now(point, choice)
     }
 
