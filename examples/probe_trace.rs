@@ -10,7 +10,11 @@ fn main() {
     let sc = Scenario::load(&args[1]).unwrap();
     let seed: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(1);
     let model = GrpcModel::new(&sc);
-    let mut sim = if std::env::var("PCT").is_ok() { Sim::new(Box::new(Pct::new(3, 2000))) } else { Sim::new(Box::new(RandomStrategy::new())) };
+    let mut sim = if std::env::var("PCT").is_ok() {
+        Sim::new(Box::new(Pct::new(3, 2000)))
+    } else {
+        Sim::new(Box::new(RandomStrategy::new()))
+    };
     let mut cfg = RunConfig::new(seed);
     cfg.trace = true;
     cfg.max_early_fire = lbsim::scenario::driver::MAX_STALL;

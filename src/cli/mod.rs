@@ -5,6 +5,8 @@
 //! `error: ...` with exit code 2.
 
 mod merge;
+mod plot;
+mod replay;
 mod run;
 mod validate;
 
@@ -35,6 +37,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario many times per variant and report leak rates.
     Run(run::RunArgs),
+    /// Re-run one run exactly and explain it (trace, leak report, outcome).
+    Replay(replay::ReplayArgs),
+    /// Draw the leak-rate chart of a summary.csv.
+    Plot(plot::PlotArgs),
     /// Combine the summary.csv files of shards into one summary.
     Merge(merge::MergeArgs),
     /// Check a scenario file and report the first problem in it.
@@ -54,6 +60,8 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Replay(args) => replay::replay(args),
+        Command::Plot(args) => plot::plot(args),
         Command::Merge(args) => merge::merge(args),
         Command::Validate(args) => validate::validate(args),
         Command::Variants => variants(),

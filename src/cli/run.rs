@@ -61,7 +61,7 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Do not draw charts (no charts are drawn yet; accepted for scripts).
+    /// Do not draw the leak-rate chart (leak_rate.png and .svg in the output directory).
     #[arg(long)]
     pub no_plot: bool,
     /// No progress bar and no notes on stderr.
@@ -161,6 +161,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     report::write_atomic(&failures_path, &report::failures_csv(&failures))
         .with_context(|| format!("writing {}", failures_path.display()))?;
 
+    let mut charts = Vec::new();
+    if !args.no_plot && rows.iter().any(|r| r.runs > 0) {
+        for name in ["leak_rate.png", "leak_rate.svg"] {
+            let path = out_dir.join(name);
+            super::plot::draw_leak_rate(&rows, &path)?;
+            charts.push(path.display().to_string());
+        }
+    }
+
     let text = match args.format {
         Format::Table => report::table(&rows),
         Format::Json => report::json_lines(&rows),
@@ -172,11 +181,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let done = rows.first().map_or(0, |r| r.runs);
         let secs = result.elapsed.as_secs_f64();
         eprintln!(
-            "{done} runs × {} variant(s) in {secs:.2} s ({:.0} runs/s per variant); wrote {} and {}{}",
+            "{done} runs × {} variant(s) in {secs:.2} s ({:.0} runs/s per variant); wrote {} and {}{}{}",
             exp.variants.len(),
             done as f64 / secs.max(1e-9),
             summary_path.display(),
             failures_path.display(),
+            charts.iter().map(|c| format!(", {c}")).collect::<String>(),
             if result.failures_dropped > 0 {
                 format!(
                     " ({} more failures not kept; see --max-failures)",
