@@ -9,8 +9,8 @@
 //!
 //! Firing the next timer is treated as one more task with its own random
 //! priority, so a timer overtaking running tasks is explored too; once it
-//! has fired, timers fire only when no task can run, so no chain of timers
-//! can starve a task.
+//! has fired, it ranks below the tasks at their initial priority and, by a
+//! fresh coin per firing, above or below the lowered ones.
 
 use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
@@ -120,13 +120,21 @@ impl Strategy for Pct {
         let choice = best.expect("runnable is never empty");
         self.last = Some(choice);
         if choice == Choice::Timer {
-            // After its first early firing, time only moves when no task can
-            // run. A timer ranked above the tasks for the whole run would let
-            // a chain of timers (a client's retry sleep, a reconnect loop
-            // against a stopped listener) starve a task whose priority a
-            // change point lowered, for ever: PCT's guarantee assumes the
-            // lowered task runs once the others block.
-            self.timer_priority = 0;
+            // After a firing, time moves only when every task still at its
+            // initial priority is blocked, and then, by a fresh coin for each
+            // firing, either before the tasks a change point lowered or only
+            // once they are blocked too. Above the tasks for the whole run, a
+            // chain of timers (a reconnect loop against a stopped listener)
+            // would starve the rest until the step limit; always below the
+            // lowered tasks, time could not pass while a lowered task is
+            // delayed, which is when a race window opens; always above them,
+            // a lowered client that must restart a listener would starve
+            // behind the reconnect loop for ever.
+            self.timer_priority = if self.rng.next_u64() & 1 == 0 {
+                u64::from(self.depth)
+            } else {
+                0
+            };
         }
         Decision::now(point, choice)
     }
