@@ -1,8 +1,8 @@
 //! Whole runs per second of the flagship scenario through the experiment
 //! runner (`model_for`, as `lbsim run` uses it), with `--jobs 2`, per strategy.
 //!
-//! `cargo bench --bench runs`. Until the gRPC driver replaces the placeholder
-//! in `model_for`, this measures the toy model and the runner's overhead.
+//! `cargo bench --bench runs`: the gRPC model of the flagship scenario,
+//! `pre-8095`, through the same runner as `lbsim run`.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -13,7 +13,7 @@ use lbsim::grpc::Variant;
 use lbsim::scenario::Scenario;
 use lbsim::sim::strategy::StrategyKind;
 
-const RUNS: u64 = 20_000;
+const RUNS: u64 = 5_000;
 
 fn runs(c: &mut Criterion) {
     let path = concat!(

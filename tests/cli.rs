@@ -464,3 +464,49 @@ fn bad_flags_exit_2() {
         );
     }
 }
+
+#[test]
+fn replay_reports_a_leak_with_a_stable_trace_hash_and_ok_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(&[
+        "run",
+        FLAGSHIP,
+        "--runs",
+        "5",
+        "--strategy",
+        "random",
+        "--variant",
+        "pre-4308",
+        "--format",
+        "json",
+        "--quiet",
+        "--no-plot",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let seed = row["first_failure_seed"].as_u64().unwrap().to_string();
+    let replay = |variant: &str| {
+        run_ok(&[
+            "replay",
+            FLAGSHIP,
+            "--variant",
+            variant,
+            "--seed",
+            &seed,
+            "--strategy",
+            "random",
+        ])
+    };
+    let first = replay("pre-4308");
+    assert_eq!(first, replay("pre-4308"), "replay is deterministic");
+    assert_eq!(first.lines().last().unwrap(), "outcome: leak");
+    assert!(first.contains("outlier_detection.run["), "{first}");
+    assert!(
+        first.contains("belongs to child policy priority-0-1"),
+        "{first}"
+    );
+    assert!(first.contains("trace hash "));
+    let fixed = replay("pr-8095");
+    assert_eq!(fixed.lines().last().unwrap(), "outcome: ok");
+}

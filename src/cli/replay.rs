@@ -110,10 +110,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.decision_hash,
         trace.hash()
     ));
-    if args.print_schedule {
-        if let Some(s) = &report.schedule {
-            out.push_str(&format!("schedule: {s}\n"));
-        }
+    if args.print_schedule
+        && let Some(s) = &report.schedule
+    {
+        out.push_str(&format!("schedule: {s}\n"));
     }
     for e in &check.client_errors {
         out.push_str(&format!("client: {e}\n"));
@@ -150,12 +150,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 fn child_of_tasks(trace: &Trace) -> BTreeMap<String, String> {
     let mut instance_child = BTreeMap::new();
     for e in &trace.events {
-        if let Some(n) = &e.note {
-            if let Some(rest) = n.strip_prefix("outlier_detection ") {
-                if let Some((inst, child)) = rest.split_once(" serves ") {
-                    instance_child.insert(inst.to_string(), child.to_string());
-                }
-            }
+        if let Some(n) = &e.note
+            && let Some(rest) = n.strip_prefix("outlier_detection ")
+            && let Some((inst, child)) = rest.split_once(" serves ")
+        {
+            instance_child.insert(inst.to_string(), child.to_string());
         }
     }
     let mut out = BTreeMap::new();
@@ -163,10 +162,9 @@ fn child_of_tasks(trace: &Trace) -> BTreeMap<String, String> {
         if let Some(inst) = name
             .strip_prefix("outlier_detection.run[")
             .and_then(|r| r.strip_suffix(']'))
+            && let Some(child) = instance_child.get(inst)
         {
-            if let Some(child) = instance_child.get(inst) {
-                out.insert(name.to_string(), child.clone());
-            }
+            out.insert(name.to_string(), child.clone());
         }
     }
     out
