@@ -26,7 +26,8 @@ fn config(seed: u64) -> RunConfig {
 fn flagship_completes_in_every_variant_under_random_and_pct() {
     let scenario = Scenario::load(FLAGSHIP).unwrap();
     let model = GrpcModel::new(&scenario);
-    let strategies: [(&str, fn(u64) -> Box<dyn Strategy>); 2] = [
+    type Make = fn(u64) -> Box<dyn Strategy>;
+    let strategies: [(&str, Make); 2] = [
         ("random", |_| Box::new(RandomStrategy::new())),
         ("pct:3", |k| Box::new(Pct::new(3, k))),
     ];
