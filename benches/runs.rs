@@ -15,6 +15,10 @@ use lbsim::sim::strategy::StrategyKind;
 
 const RUNS: u64 = 5_000;
 
+/// The same allocator as the `lbsim` binary, so the figures match `lbsim run`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runs(c: &mut Criterion) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
