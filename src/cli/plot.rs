@@ -14,6 +14,9 @@ pub struct PlotArgs {
     /// Output file, .png or .svg [default: leak_rate.png and leak_rate.svg beside the CSV].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Chart title [default: "Sub-balancer leak rate per variant — <scenario>"].
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 pub fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
@@ -26,14 +29,14 @@ pub fn plot(args: PlotArgs) -> anyhow::Result<ExitCode> {
         }
     };
     for t in &targets {
-        draw_leak_rate(&rows, t)?;
+        draw_leak_rate(&rows, t, args.title.as_deref())?;
         eprintln!("wrote {}", t.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The leak-rate chart of `rows`, titled with the scenario.
-pub fn draw_leak_rate(rows: &[SummaryRow], path: &Path) -> anyhow::Result<()> {
+pub fn draw_leak_rate(rows: &[SummaryRow], path: &Path, title: Option<&str>) -> anyhow::Result<()> {
     let bars: Vec<RateBar> = rows
         .iter()
         .map(|r| RateBar {
@@ -47,7 +50,10 @@ pub fn draw_leak_rate(rows: &[SummaryRow], path: &Path) -> anyhow::Result<()> {
         })
         .collect();
     let scenario = rows.first().map_or("", |r| r.scenario.as_str());
-    let title = format!("Sub-balancer leak rate per variant — {scenario}");
+    let title = title.map_or_else(
+        || format!("Sub-balancer leak rate per variant — {scenario}"),
+        str::to_string,
+    );
     report::leak_rate_chart(&bars, &title, path)
         .with_context(|| format!("drawing {}", path.display()))?;
     Ok(())

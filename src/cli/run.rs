@@ -165,7 +165,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.no_plot && rows.iter().any(|r| r.runs > 0) {
         for name in ["leak_rate.png", "leak_rate.svg"] {
             let path = out_dir.join(name);
-            super::plot::draw_leak_rate(&rows, &path)?;
+            super::plot::draw_leak_rate(&rows, &path, None)?;
             charts.push(path.display().to_string());
         }
     }
