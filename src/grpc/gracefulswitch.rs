@@ -257,7 +257,9 @@ impl GracefulSwitch {
 
 impl BalancerWrapper {
     async fn close(&self) {
-        let child = self.balancer.borrow().clone();
+        // Taken, not cloned: the child holds this wrapper as its ClientConn,
+        // and the pair would otherwise keep each other alive after the run.
+        let child = self.balancer.borrow_mut().take();
         if let Some(child) = child {
             child.close().await;
         }

@@ -52,6 +52,14 @@ impl ScData {
     fn sc(&self) -> Rc<dyn SubConn> {
         self.sub_conn.borrow().clone().expect("SubConn created")
     }
+
+    /// Forgets the SubConn of an entry that left the map and was shut down.
+    /// The SubConn's listener holds this entry, so the pair would otherwise
+    /// keep each other alive after the run (Go's collector frees them).
+    /// Only active entries reach `sc()`, so nothing observes the change.
+    fn release(&self) {
+        self.sub_conn.borrow_mut().take();
+    }
 }
 
 /// `pickfirstleaf.addressList`.
@@ -287,6 +295,7 @@ impl PickFirst {
         };
         for sd in sds {
             sd.sc().shutdown().await;
+            sd.release();
         }
     }
 
@@ -299,6 +308,7 @@ impl PickFirst {
             let sd = self.st.borrow_mut().sub_conns.remove(&a);
             if let Some(sd) = sd {
                 sd.sc().shutdown().await;
+                sd.release();
             }
         }
     }
@@ -313,12 +323,17 @@ impl PickFirst {
                 .filter(|sd| !Rc::ptr_eq(sd, selected))
                 .collect()
         };
-        for sd in others {
+        for sd in &others {
             sd.sc().shutdown().await;
         }
-        let mut st = self.st.borrow_mut();
-        st.sub_conns = GoMap::new();
-        st.sub_conns.insert(selected.addr.clone(), selected.clone());
+        {
+            let mut st = self.st.borrow_mut();
+            st.sub_conns = GoMap::new();
+            st.sub_conns.insert(selected.addr.clone(), selected.clone());
+        }
+        for sd in others {
+            sd.release();
+        }
     }
 
     async fn new_sc_data(&self, addr: Address) -> Result<Rc<ScData>, GrpcError> {
