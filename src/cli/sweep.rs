@@ -422,7 +422,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     if !args.no_plot && rows.iter().any(|r| r.runs > 0) {
         for ext in ["png", "svg"] {
             let path = out_dir.join(format!("{stem}.{ext}"));
-            draw_sweep(&rows, &base.name, &label, partial, &path)?;
+            draw_sweep(&rows, &base.name, &label, partial, args.log, &path)?;
             written.push(path.display().to_string());
         }
     }
@@ -458,16 +458,21 @@ fn show(x: f64, unit: &str) -> String {
         "ms" => fmt_duration((x * 1e6).round() as u64),
         "us" => fmt_duration((x * 1e3).round() as u64),
         "ns" => fmt_duration(x.round() as u64),
-        _ => format!("{x}"),
+        // Six significant digits: log-spaced values are long.
+        _ => {
+            let decimals = (5 - x.abs().max(1e-300).log10().floor() as i32).clamp(0, 15) as usize;
+            report::trim_zeros(&format!("{x:.decimals$}"))
+        }
     }
 }
 
-/// The chart of a sweep's rows.
+/// The chart of a sweep's rows; `log_x` for a log-spaced sweep.
 pub fn draw_sweep(
     rows: &[SweepRow],
     scenario: &str,
     strategy: &str,
     partial: bool,
+    log_x: bool,
     path: &Path,
 ) -> anyhow::Result<()> {
     let points: Vec<SweepPoint> = rows
@@ -489,7 +494,7 @@ pub fn draw_sweep(
         "Leak rate against {param} — {scenario}, {strategy} strategy{}",
         if partial { " (PARTIAL)" } else { "" }
     );
-    report::sweep_chart(&points, param, unit, &title, path)
+    report::sweep_chart_scaled(&points, param, unit, &title, log_x, path)
         .with_context(|| format!("drawing {}", path.display()))?;
     Ok(())
 }
