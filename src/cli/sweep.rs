@@ -429,13 +429,15 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
 
     super::print_stdout(&table(&rows, &label, master_seed, partial))?;
     if !args.quiet {
+        let points = rows
+            .iter()
+            .map(|r| r.value.to_bits())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         eprintln!(
-            "{} point(s) × {} variant(s) × {runs} runs in {elapsed:.1} s; wrote {}",
-            rows.iter()
-                .map(|r| r.value.to_bits())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
+            "{points} point(s) × {} variant(s), {} runs in all, in {elapsed:.1} s; wrote {}",
             variants.len(),
+            rows.iter().map(|r| r.runs).sum::<u64>(),
             written.join(", ")
         );
         if partial {
