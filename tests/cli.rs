@@ -510,3 +510,124 @@ fn replay_reports_a_leak_with_a_stable_trace_hash_and_ok_otherwise() {
     let fixed = replay("pr-8095");
     assert_eq!(fixed.lines().last().unwrap(), "outcome: ok");
 }
+
+fn tiny_sweep(out: &Path, jobs: &str) -> String {
+    run_ok(&[
+        "sweep",
+        FLAGSHIP,
+        "--param",
+        "runtime.pause_prob=0.0005..0.002:2",
+        "--runs",
+        "50",
+        "--strategy",
+        "timed",
+        "--variant",
+        "pre-4308,pr-8095",
+        "--jobs",
+        jobs,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+}
+
+#[test]
+fn sweep_writes_csv_and_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = tiny_sweep(dir.path(), "2");
+    let csv = std::fs::read_to_string(dir.path().join("sweep_runtime_pause_prob.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    for col in [
+        "param",
+        "value",
+        "variant",
+        "strategy",
+        "runs",
+        "leaks",
+        "rate",
+        "ci95_low",
+        "ci95_high",
+        "partial",
+    ] {
+        assert!(
+            header.iter().any(|h| h == col),
+            "no column {col}: {header:?}"
+        );
+    }
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let got: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                &r[col("value")],
+                &r[col("variant")],
+                &r[col("runs")],
+                &r[col("partial")],
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("0.0005", "pre-4308", "50", "false"),
+            ("0.0005", "pr-8095", "50", "false"),
+            ("0.002", "pre-4308", "50", "false"),
+            ("0.002", "pr-8095", "50", "false"),
+        ]
+    );
+    for r in &rows {
+        assert_eq!(&r[col("param")], "runtime.pause_prob");
+        assert_eq!(&r[col("strategy")], "timed");
+        // Before PR #4308 every run leaks; after PR #8095 none should.
+        let want = if &r[col("variant")] == "pre-4308" {
+            "50"
+        } else {
+            "0"
+        };
+        assert_eq!(&r[col("leaks")], want, "{r:?}");
+    }
+    assert!(stdout.contains("sweep runtime.pause_prob"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 2 + rows.len(), "{stdout}");
+
+    let svg = std::fs::read_to_string(dir.path().join("sweep_runtime_pause_prob.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(
+        svg.contains("Leak rate against runtime.pause_prob"),
+        "title missing"
+    );
+    let png = std::fs::read(dir.path().join("sweep_runtime_pause_prob.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // The same sweep on one thread writes the same file.
+    let one = tempfile::tempdir().unwrap();
+    tiny_sweep(one.path(), "1");
+    assert_eq!(
+        std::fs::read_to_string(one.path().join("sweep_runtime_pause_prob.csv")).unwrap(),
+        csv
+    );
+}
+
+#[test]
+fn sweep_rejects_a_bad_param_with_exit_2() {
+    for (param, needle) in [
+        ("runtime.nonsense=1..2", "sweepable parameters"),
+        ("runtime.pause_prob=0.002..0.001", "smaller value first"),
+        ("runtime.pause_prob=0.001..0.002:0", "0 steps"),
+        ("balancer.init_timeout=1..20", "no unit"),
+        ("runtime.pause=1ms..2ms", "sweep runtime.pause_prob"),
+        ("runtime.pause_prob", "KEY=FROM..TO"),
+    ] {
+        let out = lbsim()
+            .args(["sweep", FLAGSHIP, "--param", param, "--runs", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{param}: {err}");
+        assert!(
+            err.contains("--param") && err.contains(needle),
+            "{param}: {err}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod merge;
 mod plot;
 mod replay;
 mod run;
+mod sweep;
 mod validate;
 
 use std::io::Write as _;
@@ -39,6 +40,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Re-run one run exactly and explain it (trace, leak report, outcome).
     Replay(replay::ReplayArgs),
+    /// Run a scenario at several values of one parameter and chart the leak rate against it.
+    Sweep(sweep::SweepArgs),
     /// Draw the leak-rate chart of a summary.csv.
     Plot(plot::PlotArgs),
     /// Combine the summary.csv files of shards into one summary.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Sweep(args) => sweep::sweep(args),
         Command::Plot(args) => plot::plot(args),
         Command::Merge(args) => merge::merge(args),
         Command::Validate(args) => validate::validate(args),

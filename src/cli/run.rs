@@ -76,9 +76,9 @@ pub struct RunArgs {
 }
 
 /// Set by Ctrl-C; workers stop between runs.
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(super) static STOP: AtomicBool = AtomicBool::new(false);
 
-fn install_ctrlc() {
+pub(super) fn install_ctrlc() {
     // A second Ctrl-C exits at once, for a run that does not stop.
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {

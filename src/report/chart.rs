@@ -9,6 +9,8 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -87,9 +89,22 @@ pub fn sweep_chart(
     title: &str,
     path: &Path,
 ) -> Result<(), ChartError> {
+    sweep_chart_scaled(points, param, unit, title, false, path)
+}
+
+/// [`sweep_chart`] with a choice of x axis: with `log_x` the parameter axis
+/// is logarithmic (for log-spaced sweeps) and points at x <= 0 are left out.
+pub fn sweep_chart_scaled(
+    points: &[SweepPoint],
+    param: &str,
+    unit: &str,
+    title: &str,
+    log_x: bool,
+    path: &Path,
+) -> Result<(), ChartError> {
     let usable = points
         .iter()
-        .filter(|p| p.runs > 0 && p.x.is_finite())
+        .filter(|p| p.runs > 0 && p.x.is_finite() && (!log_x || p.x > 0.0))
         .count();
     if usable == 0 {
         return Err(ChartError::Empty {
@@ -105,6 +120,7 @@ pub fn sweep_chart(
             param,
             unit,
             title,
+            log_x,
         },
     )
 }
@@ -657,6 +673,63 @@ struct Sweep<'a> {
     param: &'a str,
     unit: &'a str,
     title: &'a str,
+    log_x: bool,
+}
+
+/// A linear f64 axis whose ticks are either plotters' own or given ones
+/// (the log10 positions of [`log_ticks`] on a log-transformed axis).
+struct Ticked {
+    inner: RangedCoordf64,
+    ticks: Option<Vec<f64>>,
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        match &self.ticks {
+            Some(t) => t.clone(),
+            None => self.inner.key_points(hint),
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// Tick positions for a log axis from `lo` to `hi`, as log10 values: the
+/// 1-2-5 values inside the range, or every whole multiple of a power of ten
+/// when the range spans under two decades.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let steps: &[f64] = if hi / lo < 100.0 {
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut out = Vec::new();
+    let mut e = lo.log10().floor() as i32;
+    while 10f64.powi(e) <= hi {
+        for m in steps {
+            let v = m * 10f64.powi(e);
+            if v >= lo && v <= hi {
+                out.push(v.log10());
+            }
+        }
+        e += 1;
+    }
+    out
+}
+
+/// A value for a log-axis tick: three significant digits, no trailing zeros.
+fn fmt_sig(v: f64) -> String {
+    let decimals = (2 - v.abs().max(1e-300).log10().floor() as i32).clamp(0, 15) as usize;
+    trim_zeros(&format!("{v:.decimals$}"))
 }
 
 /// Compact number for an axis tick: no trailing zeros, precision from the
@@ -678,18 +751,23 @@ impl Paint for Sweep<'_> {
         let points: Vec<&SweepPoint> = self
             .points
             .iter()
-            .filter(|p| p.runs > 0 && p.x.is_finite())
+            .filter(|p| p.runs > 0 && p.x.is_finite() && (!self.log_x || p.x > 0.0))
             .collect();
+        // Plotted position of a parameter value: log10 of it on a log axis.
+        let fx = |x: f64| if self.log_x { x.log10() } else { x };
         let variants = ordered(points.iter().map(|p| p.variant.as_str()));
         let colour = |v: &str| {
             let i = variants.iter().position(|x| *x == v).unwrap_or(0);
             variant_colour(v, i)
         };
-        let axis_name = if self.unit.is_empty() {
+        let mut axis_name = if self.unit.is_empty() {
             self.param.to_string()
         } else {
             format!("{} ({})", self.param, self.unit)
         };
+        if self.log_x {
+            axis_name.push_str(", log scale");
+        }
         let subtitle = format!(
             "leak rate against {} · {} · band: Wilson 95% interval",
             self.param,
@@ -700,8 +778,13 @@ impl Paint for Sweep<'_> {
         let (mut xmin, mut xmax) = points
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(p.x), b.max(p.x))
+                (a.min(fx(p.x)), b.max(fx(p.x)))
             });
+        let ticks = if self.log_x {
+            log_ticks(10f64.powf(xmin), 10f64.powf(xmax))
+        } else {
+            Vec::new()
+        };
         if xmin == xmax {
             let d = (xmin.abs() * 0.1).max(1.0);
             xmin -= d;
@@ -735,16 +818,28 @@ impl Paint for Sweep<'_> {
         let _ = h;
 
         let body = root.margin(HEADER_H as u32, 10, 10, LEGEND_W as u32);
+        // Linear ticks are plotters' own; log ticks are 1-2-5 values.
+        let x_axis = Ticked {
+            inner: (xmin..xmax).into(),
+            ticks: self.log_x.then_some(ticks),
+        };
         let mut chart = ChartBuilder::on(&body)
             .x_label_area_size(60)
             .y_label_area_size(78)
-            .build_cartesian_2d(xmin..xmax, (ymin..ymax).log_scale())?;
+            .build_cartesian_2d(x_axis, (ymin..ymax).log_scale())?;
         let span = xmax - xmin;
+        let x_label = |v: &f64| {
+            if self.log_x {
+                fmt_sig(10f64.powf(*v))
+            } else {
+                fmt_tick(*v, span)
+            }
+        };
         chart
             .configure_mesh()
             .x_labels(10)
             .max_light_lines(2)
-            .x_label_formatter(&|v| fmt_tick(*v, span))
+            .x_label_formatter(&x_label)
             .y_labels(decades(ymin, ymax))
             .y_label_formatter(&|v| fmt_decade(*v))
             .y_desc("leak rate (leaks per run, log scale)")
@@ -772,7 +867,7 @@ impl Paint for Sweep<'_> {
             if ps.len() >= 2 {
                 let mut poly: Vec<(f64, f64)> = ps
                     .iter()
-                    .map(|p| (p.x, p.ci_high.max(ymin).min(ymax)))
+                    .map(|p| (fx(p.x), p.ci_high.max(ymin).min(ymax)))
                     .collect();
                 // A point without leaks has no lower bound on a log axis:
                 // the band pinches to its upper bound there rather than
@@ -783,7 +878,7 @@ impl Paint for Sweep<'_> {
                     } else {
                         p.ci_high
                     };
-                    poly.push((p.x, low.max(ymin).min(ymax)));
+                    poly.push((fx(p.x), low.max(ymin).min(ymax)));
                 }
                 chart.draw_series(std::iter::once(Polygon::new(poly, col.mix(0.18).filled())))?;
             }
@@ -801,7 +896,7 @@ impl Paint for Sweep<'_> {
                 .iter()
                 .filter_map(|p| {
                     shown(p.runs, p.leaks, p.rate, p.ci_high)
-                        .map(|y| (chart.backend_coord(&(p.x, y)), p.leaks > 0))
+                        .map(|y| (chart.backend_coord(&(fx(p.x), y)), p.leaks > 0))
                 })
                 .collect();
             // Solid between measured rates; dashed where a point is only
@@ -821,11 +916,11 @@ impl Paint for Sweep<'_> {
                     continue;
                 };
                 if ps.len() == 1 && p.leaks > 0 {
-                    let (x, lo_px) = chart.backend_coord(&(p.x, p.ci_low.max(ymin)));
-                    let (_, hi_px) = chart.backend_coord(&(p.x, p.ci_high.max(y)));
+                    let (x, lo_px) = chart.backend_coord(&(fx(p.x), p.ci_low.max(ymin)));
+                    let (_, hi_px) = chart.backend_coord(&(fx(p.x), p.ci_high.max(y)));
                     whisker(root, x, lo_px, hi_px, 6, col)?;
                 }
-                let (x, y) = chart.backend_coord(&(p.x, y));
+                let (x, y) = chart.backend_coord(&(fx(p.x), y));
                 if p.leaks == 0 {
                     any_zero = true;
                     triangle_down(root, (x + dodge, y), col)?;
@@ -1030,6 +1125,49 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.contains(">gomaxprocs<") || svg.contains("gomaxprocs"));
         let e = sweep_chart(&[], "p", "", "none", &path).unwrap_err();
+        assert!(matches!(e, ChartError::Empty { .. }));
+    }
+
+    #[test]
+    fn log_ticks_are_round_values_inside_the_range() {
+        let t: Vec<String> = log_ticks(0.0002, 0.002)
+            .iter()
+            .map(|v| fmt_sig(10f64.powf(*v)))
+            .collect();
+        assert_eq!(
+            t,
+            [
+                "0.0002", "0.0003", "0.0004", "0.0005", "0.0006", "0.0007", "0.0008", "0.0009",
+                "0.001", "0.002"
+            ]
+        );
+        let t: Vec<String> = log_ticks(0.00009, 0.011)
+            .iter()
+            .map(|v| fmt_sig(10f64.powf(*v)))
+            .collect();
+        assert_eq!(
+            t,
+            [
+                "0.0001", "0.0002", "0.0005", "0.001", "0.002", "0.005", "0.01"
+            ]
+        );
+    }
+
+    #[test]
+    fn log_x_sweep_labels_its_axis_and_skips_zero() {
+        let pts = sample_sweep();
+        let path = Scratch::new("sweep_log.svg");
+        sweep_chart_scaled(&pts, "pause probability", "per step", "Log", true, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("pause probability (per step), log scale"));
+        assert!(
+            ["0.5", "1", "2"]
+                .iter()
+                .all(|t| svg.lines().any(|l| l.trim() == *t)),
+            "no 1-2-5 tick labels"
+        );
+        let zero: Vec<SweepPoint> = pts.into_iter().filter(|p| p.x == 0.0).collect();
+        let e = sweep_chart_scaled(&zero, "p", "", "none", true, &path).unwrap_err();
         assert!(matches!(e, ChartError::Empty { .. }));
     }
 }

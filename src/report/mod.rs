@@ -20,7 +20,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-pub use chart::{RateBar, SweepPoint, leak_rate_chart, sweep_chart};
+pub use chart::{RateBar, SweepPoint, leak_rate_chart, sweep_chart, sweep_chart_scaled};
 pub use summary::*;
 pub use timeline::{TimelineAxis, TimelineOptions, TimelineWindow, timeline, timeline_with};
 
