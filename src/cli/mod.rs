@@ -4,7 +4,9 @@
 //! library's types, and every error comes back here to be printed as
 //! `error: ...` with exit code 2.
 
+mod explore;
 mod merge;
+mod minimize;
 mod plot;
 mod replay;
 mod run;
@@ -39,6 +41,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Re-run one run exactly and explain it (trace, leak report, outcome).
     Replay(replay::ReplayArgs),
+    /// Enumerate every schedule within a preemption bound and report failures.
+    Explore(explore::ExploreArgs),
+    /// Shrink a failing run to its fewest preemptions and print it.
+    Minimize(minimize::MinimizeArgs),
     /// Draw the leak-rate chart of a summary.csv.
     Plot(plot::PlotArgs),
     /// Combine the summary.csv files of shards into one summary.
@@ -61,6 +67,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Explore(args) => explore::explore(args),
+        Command::Minimize(args) => minimize::minimize(args),
         Command::Plot(args) => plot::plot(args),
         Command::Merge(args) => merge::merge(args),
         Command::Validate(args) => validate::validate(args),
