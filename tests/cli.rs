@@ -510,3 +510,41 @@ fn replay_reports_a_leak_with_a_stable_trace_hash_and_ok_otherwise() {
     let fixed = replay("pr-8095");
     assert_eq!(fixed.lines().last().unwrap(), "outcome: ok");
 }
+
+#[test]
+fn explore_reports_schedules_and_completeness_as_json() {
+    let out = run_ok(&[
+        "explore",
+        "scenarios/close_race_minimal.toml",
+        "--variant",
+        "pr-8095",
+        "--preemption-bound",
+        "1",
+        "--max-schedules",
+        "40",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["schedules"], 40);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["leaks"], 0);
+    assert_eq!(v["variant"], "pr-8095");
+}
+
+#[test]
+fn minimize_rejects_a_run_that_does_not_fail() {
+    lbsim()
+        .args([
+            "minimize",
+            "scenarios/close_race_minimal.toml",
+            "--variant",
+            "pr-8095",
+            "--seed",
+            "1",
+            "--strategy",
+            "timed",
+        ])
+        .assert()
+        .code(2);
+}
