@@ -630,4 +630,40 @@ fn sweep_rejects_a_bad_param_with_exit_2() {
             "{param}: {err}"
         );
     }
+#[test]
+fn explore_reports_schedules_and_completeness_as_json() {
+    let out = run_ok(&[
+        "explore",
+        "scenarios/close_race_minimal.toml",
+        "--variant",
+        "pr-8095",
+        "--preemption-bound",
+        "1",
+        "--max-schedules",
+        "40",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["schedules"], 40);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["leaks"], 0);
+    assert_eq!(v["variant"], "pr-8095");
+}
+
+#[test]
+fn minimize_rejects_a_run_that_does_not_fail() {
+    lbsim()
+        .args([
+            "minimize",
+            "scenarios/close_race_minimal.toml",
+            "--variant",
+            "pr-8095",
+            "--seed",
+            "1",
+            "--strategy",
+            "timed",
+        ])
+        .assert()
+        .code(2);
 }

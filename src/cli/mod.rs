@@ -4,7 +4,9 @@
 //! library's types, and every error comes back here to be printed as
 //! `error: ...` with exit code 2.
 
+mod explore;
 mod merge;
+mod minimize;
 mod plot;
 mod replay;
 mod run;
@@ -42,6 +44,10 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Run a scenario at several values of one parameter and chart the leak rate against it.
     Sweep(sweep::SweepArgs),
+    /// Enumerate every schedule within a preemption bound and report failures.
+    Explore(explore::ExploreArgs),
+    /// Shrink a failing run to its fewest preemptions and print it.
+    Minimize(minimize::MinimizeArgs),
     /// Draw the leak-rate chart of a summary.csv.
     Plot(plot::PlotArgs),
     /// Combine the summary.csv files of shards into one summary.
@@ -65,6 +71,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::replay(args),
         Command::Sweep(args) => sweep::sweep(args),
+        Command::Explore(args) => explore::explore(args),
+        Command::Minimize(args) => minimize::minimize(args),
         Command::Plot(args) => plot::plot(args),
         Command::Merge(args) => merge::merge(args),
         Command::Validate(args) => validate::validate(args),

@@ -8,6 +8,7 @@
 //! the smallest-index failure, so the result does not depend on `--jobs`, and
 //! shards (disjoint index ranges) merge exactly.
 
+pub mod search;
 pub mod stats;
 pub mod toy;
 

@@ -1,0 +1,195 @@
+//! `lbsim explore SCENARIO --variant V --preemption-bound K`: every schedule
+//! of the scenario with at most K preemptions, depth first; reports how many
+//! there were, whether the space was exhausted, and each failure with the
+//! command that replays it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::ValueEnum;
+
+use crate::experiment::RunOptions;
+use crate::experiment::search::{self, Exploration};
+use crate::grpc::Variant;
+use crate::scenario::Scenario;
+use crate::scenario::driver::{GrpcModel, MAX_STALL};
+use crate::sim::{Outcome, RunConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// A schedule leaked.
+    Leak,
+    /// A schedule deadlocked.
+    Deadlock,
+    /// A schedule panicked or hit its step limit.
+    Panic,
+    /// A schedule did not end `ok`.
+    Any,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExploreArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// The variant to explore (one).
+    #[arg(long)]
+    pub variant: String,
+    /// Most preemptions per schedule (a switch away from a task that could
+    /// continue, or firing a timer early; switches forced by blocking are free).
+    #[arg(long)]
+    pub preemption_bound: u32,
+    /// Stop after this many schedules (the report then says `complete: false`).
+    #[arg(long)]
+    pub max_schedules: Option<u64>,
+    /// Stop after this many seconds of wall time (then `complete: false`).
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
+    /// Seed of the runs (data randomness only; the schedule is enumerated)
+    /// [default: the scenario's `run.seed`].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Failing schedules to print in full (all are counted).
+    #[arg(long, default_value_t = 3)]
+    pub show: usize,
+    /// Exit with code 1 if any schedule had this outcome.
+    #[arg(long, value_enum)]
+    pub fail_on: Vec<FailOn>,
+}
+
+pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
+    let model = GrpcModel::new(&scenario);
+    let seed = args.seed.unwrap_or(scenario.run.seed);
+    let cfg = RunConfig {
+        max_early_fire: MAX_STALL,
+        ..RunOptions::for_scenario(&scenario).config(seed)
+    };
+    let ex = search::explore(
+        Some(args.preemption_bound),
+        args.max_schedules,
+        args.max_seconds.map(std::time::Duration::from_secs_f64),
+        args.show,
+        &cfg,
+        |sim, cfg| model.run_report(variant, sim, cfg).0,
+    );
+    let out = match args.format {
+        Format::Table => table(&args, &scenario.name, variant, &ex),
+        Format::Json => json(&args, &scenario.name, variant, seed, &ex),
+    };
+    super::print_stdout(&out)?;
+    let failed = args.fail_on.iter().any(|f| match f {
+        FailOn::Leak => ex.count(Outcome::Leak) > 0,
+        FailOn::Deadlock => ex.count(Outcome::Deadlock) > 0,
+        FailOn::Panic => ex.count(Outcome::Panic) + ex.count(Outcome::Limit) > 0,
+        FailOn::Any => ex.failures_total() > 0,
+    });
+    Ok(if failed {
+        ExitCode::from(super::EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn replay_command(scenario: &Path, variant: Variant, schedule: &str) -> String {
+    format!(
+        "lbsim replay {} --variant {variant} --schedule {schedule}",
+        scenario.display()
+    )
+}
+
+fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> String {
+    let mut s = format!(
+        "scenario {name}, variant {variant}, preemption bound {}\n",
+        args.preemption_bound
+    );
+    s.push_str(&format!(
+        "schedules: {}  complete: {}  time: {:.1} s  ({:.0} schedules/s)\n",
+        ex.schedules,
+        ex.complete,
+        ex.elapsed.as_secs_f64(),
+        ex.per_second()
+    ));
+    s.push_str(&format!(
+        "longest run: {} decisions; most preemptions used: {}\n",
+        ex.max_steps, ex.max_preemptions
+    ));
+    let outcomes: Vec<String> = ex
+        .outcomes
+        .iter()
+        .map(|(o, n)| format!("{o} {n}"))
+        .collect();
+    s.push_str(&format!("outcomes: {}\n", outcomes.join(", ")));
+    s.push_str(&format!(
+        "failures: {} (leak {}, deadlock {}, panic {}, limit {})\n",
+        ex.failures_total(),
+        ex.count(Outcome::Leak),
+        ex.count(Outcome::Deadlock),
+        ex.count(Outcome::Panic),
+        ex.count(Outcome::Limit)
+    ));
+    for f in &ex.failures {
+        let text = f.schedule.to_string();
+        s.push_str(&format!(
+            "\n{} at schedule #{} ({} preemptions)\n  schedule: {text}\n  {}\n",
+            f.outcome,
+            f.index,
+            f.preemptions,
+            replay_command(&args.scenario, variant, &text)
+        ));
+    }
+    if (ex.failures.len() as u64) < ex.failures_total() {
+        s.push_str(&format!(
+            "({} more failing schedules not shown; --show N prints more)\n",
+            ex.failures_total() - ex.failures.len() as u64
+        ));
+    }
+    s
+}
+
+fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Exploration) -> String {
+    let failures: Vec<serde_json::Value> = ex
+        .failures
+        .iter()
+        .map(|f| {
+            let text = f.schedule.to_string();
+            serde_json::json!({
+                "outcome": f.outcome.as_str(),
+                "index": f.index,
+                "preemptions": f.preemptions,
+                "schedule": text,
+                "replay": replay_command(&args.scenario, variant, &text),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "scenario": name,
+        "variant": variant.as_str(),
+        "strategy": format!("exhaustive:{}", args.preemption_bound),
+        "preemption_bound": args.preemption_bound,
+        "seed": seed,
+        "schedules": ex.schedules,
+        "complete": ex.complete,
+        "runs": ex.schedules,
+        "leaks": ex.count(Outcome::Leak),
+        "deadlocks": ex.count(Outcome::Deadlock),
+        "panics": ex.count(Outcome::Panic),
+        "limits": ex.count(Outcome::Limit),
+        "failures": ex.failures_total(),
+        "first_failures": failures,
+        "max_preemptions": ex.max_preemptions,
+        "max_steps": ex.max_steps,
+        "elapsed_s": ex.elapsed.as_secs_f64(),
+        "schedules_per_s": ex.per_second(),
+    });
+    format!("{v}\n")
+}

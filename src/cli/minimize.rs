@@ -1,0 +1,122 @@
+//! `lbsim minimize SCENARIO --variant V (--seed S | --schedule X)`: takes a
+//! failing run, records its schedule and shrinks it to the schedule with the
+//! fewest preemptions (then the fewest recorded steps) that still fails the
+//! same oracle; prints it, its trace and the command that replays it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+
+use crate::experiment::search;
+use crate::experiment::{Model as _, RunOptions, StrategySpec};
+use crate::grpc::Variant;
+use crate::scenario::Scenario;
+use crate::scenario::driver::{GrpcModel, MAX_STALL};
+use crate::sim::strategy::{Replay, StrategyKind};
+use crate::sim::{RunConfig, Schedule, Sim};
+
+#[derive(clap::Args, Debug)]
+pub struct MinimizeArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// The variant to run (one).
+    #[arg(long)]
+    pub variant: String,
+    /// Seed of a failing run, as `lbsim run` reports it.
+    #[arg(long, required_unless_present = "schedule")]
+    pub seed: Option<u64>,
+    /// timed, random or pct:D [default: the scenario's `run.strategy`].
+    #[arg(long, conflicts_with = "schedule")]
+    pub strategy: Option<String>,
+    /// A recorded failing schedule (`<seed>:<steps>`, as `explore` prints it).
+    #[arg(long, conflicts_with = "seed")]
+    pub schedule: Option<String>,
+    /// Print only the summary, not the trace.
+    #[arg(long)]
+    pub no_trace: bool,
+}
+
+pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
+    let model = GrpcModel::new(&scenario);
+    let opts = RunOptions::for_scenario(&scenario);
+
+    // The failing run, recorded.
+    let (strategy, seed) = match &args.schedule {
+        Some(text) => {
+            let schedule = Schedule::parse(text).map_err(|e| anyhow!("--schedule: {e}"))?;
+            let seed = schedule.seed;
+            (
+                Box::new(Replay::new(schedule)) as Box<dyn crate::sim::Strategy>,
+                seed,
+            )
+        }
+        None => {
+            let kind = match &args.strategy {
+                Some(s) => StrategyKind::parse(s).map_err(|e| anyhow!("--strategy: {e}"))?,
+                None => scenario.run.strategy.clone(),
+            };
+            let spec = StrategySpec::new(&kind, &scenario.runtime, model.expected_steps());
+            (spec.build(), args.seed.expect("clap requires --seed"))
+        }
+    };
+    let cfg = RunConfig {
+        record: true,
+        max_early_fire: MAX_STALL,
+        ..opts.config(seed)
+    };
+    let mut sim = Sim::new(strategy);
+    let (report, _) = model.run_report(variant, &mut sim, &cfg);
+    if !report.outcome.is_failure() {
+        bail!(
+            "that run of {variant} ends `{}`: there is no failure to minimize",
+            report.outcome
+        );
+    }
+    let recorded = report.schedule.clone().expect("recording was on");
+    let m = search::minimize(&recorded, report.outcome, &cfg, |sim, cfg| {
+        model.run_report(variant, sim, cfg).0
+    })
+    .ok_or_else(|| anyhow!("the recorded schedule does not reproduce the failure"))?;
+
+    let text = m.schedule.to_string();
+    let mut out = String::new();
+    if !args.no_trace {
+        let mut sim = Sim::new(Box::new(Replay::new(m.schedule.clone())));
+        let cfg = RunConfig {
+            trace: true,
+            ..cfg.clone()
+        };
+        let (r, check) = model.run_report(variant, &mut sim, &cfg);
+        out.push_str(&r.trace.as_ref().expect("tracing was on").render());
+        out.push('\n');
+        out.push_str(&r.describe());
+        for c in &check.unclosed {
+            out.push_str(&format!("never closed: {c}\n"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "original: {} preemptions, {} decisions ({} recorded steps)\n",
+        m.original_preemptions,
+        m.original_steps,
+        recorded.steps.len()
+    ));
+    out.push_str(&format!(
+        "minimized: {} preemptions, {} decisions, {} recorded steps ({} replays tried)\n",
+        m.preemptions,
+        m.steps,
+        m.schedule.steps.len(),
+        m.attempts
+    ));
+    out.push_str(&format!("schedule: {text}\n"));
+    out.push_str(&format!(
+        "replay: lbsim replay {} --variant {variant} --schedule {text}\n",
+        args.scenario.display()
+    ));
+    out.push_str(&format!("outcome: {}\n", m.outcome));
+    super::print_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}

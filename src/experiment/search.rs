@@ -1,0 +1,337 @@
+//! Systematic search over schedules: bounded exhaustive exploration (`lbsim
+//! explore`) and shrinking a failing schedule to its fewest preemptions
+//! (`lbsim minimize`). Both are written against a closure that performs one
+//! run, so the same code drives the gRPC model and the kernel's toy models.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::sim::TaskId;
+use crate::sim::schedule::{Schedule, Step, StepKind};
+use crate::sim::strategy::{Choice, Decision, Dfs, Point, Strategy};
+use crate::sim::{Outcome, RunConfig, RunReport, Sim};
+
+/// One failing schedule found by [`explore`].
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub outcome: Outcome,
+    /// Index (0-based) of the schedule among those explored.
+    pub index: u64,
+    pub preemptions: u64,
+    pub schedule: Schedule,
+}
+
+/// What an exploration saw.
+#[derive(Clone, Debug, Default)]
+pub struct Exploration {
+    /// Schedules executed.
+    pub schedules: u64,
+    /// The whole space within the bound was explored.
+    pub complete: bool,
+    /// Runs per outcome (every outcome that occurred, `ok` included).
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// The first failing schedules, in the order found.
+    pub failures: Vec<Found>,
+    pub elapsed: Duration,
+    /// Most preemptions used by one schedule.
+    pub max_preemptions: u64,
+    /// Longest run, in decisions.
+    pub max_steps: u64,
+}
+
+impl Exploration {
+    pub fn failures_total(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(o, _)| o.is_failure())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.outcomes.get(&o).copied().unwrap_or(0)
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.schedules as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Explores every schedule with at most `bound` preemptions (depth first,
+/// replaying the prefix each time) until the space is exhausted or
+/// `max_schedules` runs were made or `max_time` has passed. `run` performs one run with the given
+/// simulator and configuration (`cfg.record` is set so failures carry their
+/// schedule). Keeps the first `keep` failures.
+pub fn explore(
+    bound: Option<u32>,
+    max_schedules: Option<u64>,
+    max_time: Option<Duration>,
+    keep: usize,
+    cfg: &RunConfig,
+    mut run: impl FnMut(&mut Sim, &RunConfig) -> RunReport,
+) -> Exploration {
+    let start = Instant::now();
+    let cfg = RunConfig {
+        record: true,
+        ..cfg.clone()
+    };
+    let mut sim = Sim::new(Box::new(Dfs::new(bound)));
+    let mut ex = Exploration::default();
+    while !sim.strategy().is_complete()
+        && max_schedules.is_none_or(|m| ex.schedules < m)
+        && max_time.is_none_or(|t| ex.schedules % 256 != 0 || start.elapsed() < t)
+    {
+        let report = run(&mut sim, &cfg);
+        *ex.outcomes.entry(report.outcome).or_default() += 1;
+        ex.max_preemptions = ex.max_preemptions.max(report.preemptions);
+        ex.max_steps = ex.max_steps.max(report.steps);
+        if report.outcome.is_failure() && ex.failures.len() < keep {
+            ex.failures.push(Found {
+                outcome: report.outcome,
+                index: ex.schedules,
+                preemptions: report.preemptions,
+                schedule: report.schedule.clone().expect("recording was on"),
+            });
+        }
+        ex.schedules += 1;
+    }
+    ex.complete = sim.strategy().is_complete();
+    ex.elapsed = start.elapsed();
+    ex
+}
+
+/// How [`Edited`] changes the preempting decision at one position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edit {
+    /// Let the running task continue, then follow the rest of the schedule.
+    Continue,
+    /// Let the running task continue until it blocks or ends, switch then
+    /// to the task the schedule preempted it for, and follow the rest.
+    Defer,
+}
+
+/// Follows a recorded schedule with one preempting decision edited: before
+/// the edited position it replays exactly; after it, recorded steps that are
+/// not possible any more are skipped. From position `cut` on, and when the
+/// schedule is used up, the running task continues, else the lowest id runs,
+/// and no timer fires early (as [`crate::sim::strategy::Replay`] does past
+/// its end). Logs which decisions were preemptions.
+struct Edited {
+    steps: Vec<Step>,
+    edit: Option<(usize, Edit)>,
+    cut: usize,
+    /// Next recorded step to read.
+    cursor: usize,
+    /// Decisions made so far in this run.
+    decision: usize,
+    /// `Defer` in progress: the task to switch to once the running one stops.
+    deferred: Option<TaskId>,
+    preempting: Rc<RefCell<Vec<usize>>>,
+}
+
+impl Edited {
+    fn new(
+        steps: &[Step],
+        edit: Option<(usize, Edit)>,
+        cut: usize,
+        log: Rc<RefCell<Vec<usize>>>,
+    ) -> Self {
+        Edited {
+            steps: steps.to_vec(),
+            edit,
+            cut,
+            cursor: 0,
+            decision: 0,
+            deferred: None,
+            preempting: log,
+        }
+    }
+
+    /// The next recorded step that is possible here (skipping impossible
+    /// ones once the schedule has been edited).
+    fn recorded(&mut self, point: &Point<'_>) -> Option<(Choice, u64)> {
+        let edited = self.edit.is_some_and(|(p, _)| self.decision > p);
+        while self.cursor < self.cut.min(self.steps.len()) {
+            let s = self.steps[self.cursor];
+            self.cursor += 1;
+            match s.kind {
+                StepKind::Task(t) if point.runnable.binary_search(&TaskId(t)).is_ok() => {
+                    return Some((Choice::Task(TaskId(t)), s.dt));
+                }
+                StepKind::Timer if point.next_timer.is_some() => {
+                    return Some((Choice::Timer, s.dt));
+                }
+                _ if edited => continue,
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Strategy for Edited {
+    fn new_execution(&mut self, _seed: u64) {
+        self.cursor = 0;
+        self.decision = 0;
+        self.deferred = None;
+        self.preempting.borrow_mut().clear();
+    }
+
+    fn next_task(&mut self, point: &Point<'_>) -> Decision {
+        let fallback = Choice::Task(point.current.unwrap_or(point.runnable[0]));
+        let d = self.decision;
+        let (mut choice, dt) = if let Some(t) = self.deferred {
+            match point.current {
+                Some(c) => (Choice::Task(c), 0),
+                None => {
+                    self.deferred = None;
+                    let c = if point.runnable.binary_search(&t).is_ok() {
+                        Choice::Task(t)
+                    } else {
+                        fallback
+                    };
+                    (c, 0)
+                }
+            }
+        } else {
+            self.recorded(point).unwrap_or((fallback, 0))
+        };
+        if let Some((p, edit)) = self.edit
+            && p == d
+            && let Some(c) = point.current
+            && choice != Choice::Task(c)
+        {
+            if let (Edit::Defer, Choice::Task(t)) = (edit, choice) {
+                self.deferred = Some(t);
+            }
+            choice = Choice::Task(c);
+        }
+        if point.current.is_some_and(|c| choice != Choice::Task(c)) {
+            self.preempting.borrow_mut().push(d);
+        }
+        self.decision += 1;
+        Decision {
+            choice,
+            at: point.now + dt,
+        }
+    }
+
+    fn choose(&mut self, n: usize) -> usize {
+        self.decision += 1;
+        match self.steps.get(self.cursor).map(|s| s.kind) {
+            Some(StepKind::Choose(k)) if self.cursor < self.cut => {
+                self.cursor += 1;
+                (k as usize).min(n - 1)
+            }
+            _ => 0,
+        }
+    }
+
+    fn name(&self) -> String {
+        "replay".into()
+    }
+}
+
+/// A shrunk failing schedule.
+#[derive(Clone, Debug)]
+pub struct Minimized {
+    pub outcome: Outcome,
+    /// The shortest prefix that, replayed (the running task continuing past
+    /// its end, as `Replay` does), still fails the same way.
+    pub schedule: Schedule,
+    pub preemptions: u64,
+    /// Decisions of the full run.
+    pub steps: u64,
+    /// Preemptions and decisions of the run it started from.
+    pub original_preemptions: u64,
+    pub original_steps: u64,
+    /// Replays tried.
+    pub attempts: u64,
+}
+
+/// Shrinks `failing` (a recorded schedule whose run ends with the failure
+/// `target`) to the schedule with the fewest preemptions and then the fewest
+/// recorded steps that still ends in `target`: each preempting decision in
+/// turn is replaced by "continue the running task" (then following the rest
+/// of the schedule, or dropping it) or by "continue it until it blocks, then
+/// switch to the task it was preempted for" (then the rest), a change is kept when the oracle still fires
+/// and the run has fewer preemptions (or as many and fewer steps), until no
+/// single change helps; then the schedule is cut to its shortest failing
+/// prefix. Every candidate is a real run and the result is what that run
+/// recorded, so it replays exactly. `None` if `failing` does not end in
+/// `target`.
+pub fn minimize(
+    failing: &Schedule,
+    target: Outcome,
+    cfg: &RunConfig,
+    mut run: impl FnMut(&mut Sim, &RunConfig) -> RunReport,
+) -> Option<Minimized> {
+    let cfg = RunConfig {
+        record: true,
+        seed: failing.seed,
+        ..cfg.clone()
+    };
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut attempts = 0u64;
+    let mut attempt = |steps: &[Step], edit: Option<(usize, Edit)>, cut: usize| {
+        attempts += 1;
+        let mut sim = Sim::new(Box::new(Edited::new(steps, edit, cut, log.clone())));
+        let report = run(&mut sim, &cfg);
+        let positions = log.borrow().clone();
+        (report, positions)
+    };
+
+    let (first, mut positions) = attempt(&failing.steps, None, usize::MAX);
+    if first.outcome != target {
+        return None;
+    }
+    let (original_preemptions, original_steps) = (first.preemptions, first.steps);
+    let mut best = first;
+    loop {
+        let steps = best.schedule.as_ref().expect("recorded").steps.clone();
+        let mut improved = false;
+        'search: for &p in &positions {
+            for (edit, cut) in [
+                (Edit::Continue, usize::MAX),
+                (Edit::Defer, usize::MAX),
+                (Edit::Continue, p + 1),
+            ] {
+                let (r, pos) = attempt(&steps, Some((p, edit)), cut);
+                if r.outcome == target && (r.preemptions, r.steps) < (best.preemptions, best.steps)
+                {
+                    best = r;
+                    positions = pos;
+                    improved = true;
+                    break 'search;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    // The shortest prefix that fails the same way with no more preemptions.
+    let steps = best.schedule.as_ref().expect("recorded").steps.clone();
+    let mut cut = steps.len();
+    for len in 0..steps.len() {
+        let (r, _) = attempt(&steps, None, len);
+        if r.outcome == target && r.preemptions <= best.preemptions {
+            cut = len;
+            break;
+        }
+    }
+    Some(Minimized {
+        outcome: target,
+        schedule: Schedule {
+            seed: failing.seed,
+            steps: steps[..cut].to_vec(),
+        },
+        preemptions: best.preemptions,
+        steps: best.steps,
+        original_preemptions,
+        original_steps,
+        attempts,
+    })
+}
