@@ -630,6 +630,8 @@ fn sweep_rejects_a_bad_param_with_exit_2() {
             "{param}: {err}"
         );
     }
+}
+
 #[test]
 fn explore_reports_schedules_and_completeness_as_json() {
     let out = run_ok(&[
