@@ -46,6 +46,13 @@ fn flagship_completes_in_every_variant_under_random_and_pct() {
                     "{name} {variant} seed {seed}: {:?}",
                     check.client_errors
                 );
+                if report.outcome == Outcome::Ok {
+                    // Nothing outlives a clean run: memory stays flat.
+                    assert_eq!(
+                        check.objects_alive_after_run, 0,
+                        "{name} {variant} seed {seed}: model objects outlive the run"
+                    );
+                }
                 match variant {
                     // The demoted child is cached when the channel closes,
                     // and before PR #4308 Close never closes cached children.

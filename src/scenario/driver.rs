@@ -39,6 +39,10 @@ pub struct ModelCheck {
     pub unclosed: Vec<String>,
     /// Client expectations that failed (the Go test's `t.Fatalf`).
     pub client_errors: Vec<String>,
+    /// Model objects still alive once the run is over, counted through the
+    /// lifecycle record every policy holds: 0 when nothing outlives the run
+    /// (no reference cycle), so memory stays flat over many runs.
+    pub objects_alive_after_run: usize,
 }
 
 pub struct GrpcModel {
@@ -100,6 +104,7 @@ impl GrpcModel {
         let check = ModelCheck {
             unclosed: lifecycle.unclosed(),
             client_errors: client_errors.borrow().clone(),
+            objects_alive_after_run: Rc::strong_count(&lifecycle) - 1,
         };
         // A child never closed is a leak even if its tasks happened to end.
         if report.outcome == Outcome::Ok && !check.unclosed.is_empty() {
