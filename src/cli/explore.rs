@@ -9,12 +9,11 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::ValueEnum;
 
-use crate::experiment::RunOptions;
 use crate::experiment::search::{self, Exploration};
 use crate::grpc::Variant;
 use crate::scenario::Scenario;
-use crate::scenario::driver::{GrpcModel, MAX_STALL};
-use crate::sim::{Outcome, RunConfig};
+use crate::scenario::driver::GrpcModel;
+use crate::sim::Outcome;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -70,10 +69,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
     let model = GrpcModel::new(&scenario);
     let seed = args.seed.unwrap_or(scenario.run.seed);
-    let cfg = RunConfig {
-        max_early_fire: MAX_STALL,
-        ..RunOptions::for_scenario(&scenario).config(seed)
-    };
+    let cfg = model.run_config(seed);
     let ex = search::explore(
         Some(args.preemption_bound),
         args.max_schedules,

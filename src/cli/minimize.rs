@@ -9,12 +9,11 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 
 use crate::experiment::search;
-use crate::experiment::{Model as _, RunOptions, StrategySpec};
 use crate::grpc::Variant;
 use crate::scenario::Scenario;
-use crate::scenario::driver::{GrpcModel, MAX_STALL};
-use crate::sim::strategy::{Replay, StrategyKind};
-use crate::sim::{RunConfig, Schedule, Sim};
+use crate::scenario::driver::GrpcModel;
+use crate::sim::strategy::Replay;
+use crate::sim::{RunConfig, Sim};
 
 #[derive(clap::Args, Debug)]
 pub struct MinimizeArgs {
@@ -41,31 +40,18 @@ pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
     let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
     let model = GrpcModel::new(&scenario);
-    let opts = RunOptions::for_scenario(&scenario);
 
     // The failing run, recorded.
-    let (strategy, seed) = match &args.schedule {
-        Some(text) => {
-            let schedule = Schedule::parse(text).map_err(|e| anyhow!("--schedule: {e}"))?;
-            let seed = schedule.seed;
-            (
-                Box::new(Replay::new(schedule)) as Box<dyn crate::sim::Strategy>,
-                seed,
-            )
-        }
-        None => {
-            let kind = match &args.strategy {
-                Some(s) => StrategyKind::parse(s).map_err(|e| anyhow!("--strategy: {e}"))?,
-                None => scenario.run.strategy.clone(),
-            };
-            let spec = StrategySpec::new(&kind, &scenario.runtime, model.expected_steps());
-            (spec.build(), args.seed.expect("clap requires --seed"))
-        }
-    };
+    let (strategy, seed) = super::reproducing_strategy(
+        &scenario,
+        &model,
+        args.seed,
+        args.strategy.as_deref(),
+        args.schedule.as_deref(),
+    )?;
     let cfg = RunConfig {
         record: true,
-        max_early_fire: MAX_STALL,
-        ..opts.config(seed)
+        ..model.run_config(seed)
     };
     let mut sim = Sim::new(strategy);
     let (report, _) = model.run_report(variant, &mut sim, &cfg);

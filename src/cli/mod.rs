@@ -87,6 +87,48 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--strategy` if given, else the scenario's `run.strategy`.
+fn strategy_kind(
+    arg: Option<&str>,
+    scenario: &crate::scenario::Scenario,
+) -> anyhow::Result<crate::sim::strategy::StrategyKind> {
+    match arg {
+        Some(s) => crate::sim::strategy::StrategyKind::parse(s)
+            .map_err(|e| anyhow::anyhow!("--strategy: {e}")),
+        None => Ok(scenario.run.strategy.clone()),
+    }
+}
+
+/// The strategy that reproduces one run and its seed: a recorded
+/// `--schedule`, or the `--strategy` (default: the scenario's) with `--seed`.
+fn reproducing_strategy(
+    scenario: &crate::scenario::Scenario,
+    model: &crate::scenario::driver::GrpcModel,
+    seed: Option<u64>,
+    strategy: Option<&str>,
+    schedule: Option<&str>,
+) -> anyhow::Result<(Box<dyn crate::sim::Strategy>, u64)> {
+    use crate::experiment::Model as _;
+    match schedule {
+        Some(text) => {
+            let schedule = crate::sim::Schedule::parse(text)
+                .map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+            let seed = schedule.seed;
+            Ok((Box::new(crate::sim::strategy::Replay::new(schedule)), seed))
+        }
+        None => {
+            let kind = strategy_kind(strategy, scenario)?;
+            let spec = crate::experiment::StrategySpec::new(
+                &kind,
+                &scenario.runtime,
+                model.expected_steps(),
+            );
+            let seed = seed.ok_or_else(|| anyhow::anyhow!("--seed or --schedule is required"))?;
+            Ok((spec.build(), seed))
+        }
+    }
+}
+
 fn variants() -> anyhow::Result<ExitCode> {
     let mut s = format!("lbsim {}\nvariants:", env!("CARGO_PKG_VERSION"));
     for v in crate::grpc::Variant::ALL {

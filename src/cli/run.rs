@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::experiment::{self, Experiment, RunOptions, Shard, StrategySpec};
 use crate::report;
 use crate::scenario::{Scenario, parse_variants};
-use crate::sim::strategy::StrategyKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -93,10 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(v) => parse_variants(v).map_err(|e| anyhow!("--variant: {e}"))?,
         None => scenario.run.variants.clone(),
     };
-    let kind = match &args.strategy {
-        Some(s) => StrategyKind::parse(s).map_err(|e| anyhow!("--strategy: {e}"))?,
-        None => scenario.run.strategy.clone(),
-    };
+    let kind = super::strategy_kind(args.strategy.as_deref(), &scenario)?;
     let shard = match &args.shard {
         Some(s) => Shard::parse(s).map_err(|e| anyhow!("--shard: {e}"))?,
         None => Shard::WHOLE,

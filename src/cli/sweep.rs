@@ -302,10 +302,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         Some(v) => parse_variants(v).map_err(|e| anyhow!("--variant: {e}"))?,
         None => base.run.variants.clone(),
     };
-    let kind = match &args.strategy {
-        Some(s) => StrategyKind::parse(s).map_err(|e| anyhow!("--strategy: {e}"))?,
-        None => base.run.strategy.clone(),
-    };
+    let kind = super::strategy_kind(args.strategy.as_deref(), &base)?;
     let runs = args.runs.unwrap_or(base.run.runs);
     if runs == 0 {
         return Err(anyhow!("--runs: must be at least 1"));

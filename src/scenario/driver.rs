@@ -84,6 +84,13 @@ impl GrpcModel {
         }
     }
 
+    /// The kernel configuration of one run of this scenario with `seed`, as
+    /// `lbsim run` uses it (the scenario's grace, the stall bound); callers
+    /// switch tracing or recording on.
+    pub fn run_config(&self, seed: u64) -> RunConfig {
+        self.config(&RunOptions::for_scenario(&self.scenario), seed)
+    }
+
     /// One run with full control of the kernel's configuration (trace,
     /// recorded schedule), for replay and exploration.
     pub fn run_report(
