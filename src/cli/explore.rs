@@ -56,6 +56,10 @@ pub struct ExploreArgs {
     pub seed: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Explore every schedule within the bound, without the sleep-set
+    /// reduction (slower; for checking the reduction).
+    #[arg(long)]
+    pub no_prune: bool,
     /// Failing schedules to print in full (all are counted).
     #[arg(long, default_value_t = 3)]
     pub show: usize,
@@ -70,8 +74,12 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let model = GrpcModel::new(&scenario);
     let seed = args.seed.unwrap_or(scenario.run.seed);
     let cfg = model.run_config(seed);
+    let mut how = search::Search::bounded(args.preemption_bound);
+    if args.no_prune {
+        how = how.unpruned();
+    }
     let ex = search::explore(
-        Some(args.preemption_bound),
+        how,
         args.max_schedules,
         args.max_seconds.map(std::time::Duration::from_secs_f64),
         args.show,
@@ -119,6 +127,14 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
         "longest run: {} decisions; most preemptions used: {}\n",
         ex.max_steps, ex.max_preemptions
     ));
+    if ex.pruning {
+        s.push_str(&format!(
+            "sleep sets: {} alternatives pruned, {} executions found redundant\n",
+            ex.pruned, ex.redundant
+        ));
+    } else {
+        s.push_str("sleep sets: off (--no-prune)\n");
+    }
     let outcomes: Vec<String> = ex
         .outcomes
         .iter()
@@ -186,6 +202,9 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "max_steps": ex.max_steps,
         "elapsed_s": ex.elapsed.as_secs_f64(),
         "schedules_per_s": ex.per_second(),
+        "pruning": ex.pruning,
+        "pruned_alternatives": ex.pruned,
+        "redundant_executions": ex.redundant,
     });
     format!("{v}\n")
 }

@@ -83,9 +83,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     out.push('\n');
     out.push_str(&format!(
-        "run: {} steps, {} preemptions, {} tasks, ended at {} virtual, decision hash {:016x}, trace hash {:016x}\n",
+        "run: {} steps, {} preemptions ({} of them timer fires), {} tasks, ended at {} virtual, decision hash {:016x}, trace hash {:016x}\n",
         report.steps,
         report.preemptions,
+        report.timer_preemptions,
         report.tasks_spawned,
         crate::sim::dist::fmt_duration(report.end_time),
         report.decision_hash,

@@ -26,8 +26,15 @@ pub struct Found {
 /// What an exploration saw.
 #[derive(Clone, Debug, Default)]
 pub struct Exploration {
-    /// Schedules executed.
+    /// Schedules executed to the end.
     pub schedules: u64,
+    /// Sleep sets were used.
+    pub pruning: bool,
+    /// Executions found to be reorderings of schedules already explored
+    /// (finished without branching; not counted in `schedules`).
+    pub redundant: u64,
+    /// Alternatives within the bound skipped because their task slept.
+    pub pruned: u64,
     /// The whole space within the bound was explored.
     pub complete: bool,
     /// Runs per outcome (every outcome that occurred, `ok` included).
@@ -59,13 +66,40 @@ impl Exploration {
     }
 }
 
-/// Explores every schedule with at most `bound` preemptions (depth first,
-/// replaying the prefix each time) until the space is exhausted or
-/// `max_schedules` runs were made or `max_time` has passed. `run` performs one run with the given
-/// simulator and configuration (`cfg.record` is set so failures carry their
-/// schedule). Keeps the first `keep` failures.
+/// How [`explore`] searches.
+#[derive(Clone, Copy, Debug)]
+pub struct Search {
+    /// Most preemptions per schedule (`None`: unbounded).
+    pub bound: Option<u32>,
+    /// Use sleep sets (see [`Dfs`]); the model must be race-free outside
+    /// kernel objects.
+    pub prune: bool,
+}
+
+impl Search {
+    pub fn bounded(bound: u32) -> Self {
+        Search {
+            bound: Some(bound),
+            prune: true,
+        }
+    }
+
+    pub fn unpruned(self) -> Self {
+        Search {
+            prune: false,
+            ..self
+        }
+    }
+}
+
+/// Explores every schedule with at most `search.bound` preemptions (depth
+/// first, replaying the prefix each time) until the space is exhausted or
+/// `max_schedules` runs were made or `max_time` has passed. With pruning,
+/// reorderings of explored schedules are skipped. `run` performs one run
+/// with the given simulator and configuration (`cfg.record` is set so
+/// failures carry their schedule). Keeps the first `keep` failures.
 pub fn explore(
-    bound: Option<u32>,
+    search: Search,
     max_schedules: Option<u64>,
     max_time: Option<Duration>,
     keep: usize,
@@ -77,13 +111,27 @@ pub fn explore(
         record: true,
         ..cfg.clone()
     };
-    let mut sim = Sim::new(Box::new(Dfs::new(bound)));
-    let mut ex = Exploration::default();
+    let dfs = if search.prune {
+        Dfs::new(search.bound)
+    } else {
+        Dfs::without_pruning(search.bound)
+    };
+    let mut sim = Sim::new(Box::new(dfs));
+    let mut ex = Exploration {
+        pruning: search.prune,
+        ..Exploration::default()
+    };
+    let mut executions = 0u64;
     while !sim.strategy().is_complete()
         && max_schedules.is_none_or(|m| ex.schedules < m)
-        && max_time.is_none_or(|t| ex.schedules % 256 != 0 || start.elapsed() < t)
+        && max_time.is_none_or(|t| !executions.is_multiple_of(256) || start.elapsed() < t)
     {
+        executions += 1;
         let report = run(&mut sim, &cfg);
+        if sim.strategy().redundant() {
+            ex.redundant += 1;
+            continue;
+        }
         *ex.outcomes.entry(report.outcome).or_default() += 1;
         ex.max_preemptions = ex.max_preemptions.max(report.preemptions);
         ex.max_steps = ex.max_steps.max(report.steps);
@@ -98,6 +146,7 @@ pub fn explore(
         ex.schedules += 1;
     }
     ex.complete = sim.strategy().is_complete();
+    ex.pruned = sim.strategy().pruned();
     ex.elapsed = start.elapsed();
     ex
 }

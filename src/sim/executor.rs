@@ -22,7 +22,10 @@ use super::oracle::{self, Outcome, RunReport};
 use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
 use super::strategy::{Choice, Point, Strategy};
-use super::task::{Blocker, NO_OBJ, ObjId, ObjKind, Op, TaskId, TaskInfo, TaskState};
+use super::task::{
+    Access, Blocker, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
+    TaskState, Use,
+};
 use super::trace::{Trace, TraceEvent};
 
 pub(crate) type LocalFut = Pin<Box<dyn Future<Output = ()>>>;
@@ -125,6 +128,7 @@ pub(crate) struct State {
     strategy: Box<dyn Strategy>,
     pub steps: u64,
     pub preemptions: u64,
+    pub timer_preemptions: u64,
     record: Option<Vec<Step>>,
     pub trace: Option<Vec<TraceEvent>>,
     hash: u64,
@@ -135,6 +139,9 @@ pub(crate) struct State {
     max_early_fire: u64,
     main_done_at: Option<u64>,
     limit_hit: bool,
+    /// Objects used by the step since the last decision, when the strategy
+    /// asked for footprints (`None`: not recorded, no cost).
+    footprint: Option<Vec<Use>>,
 }
 
 pub(crate) struct Kernel {
@@ -177,7 +184,12 @@ impl State {
     pub fn wake(&mut self, t: TaskId) {
         let info = &mut self.tasks[t.index()];
         if matches!(info.state, TaskState::Blocked(_)) {
-            info.state = TaskState::Runnable;
+            let was = std::mem::replace(&mut info.state, TaskState::Runnable);
+            if self.footprint.is_some()
+                && let TaskState::Blocked(b) = was
+            {
+                info.resumed_from = Some(b);
+            }
             self.insert_runnable(t);
             let now = self.now;
             self.strategy.on_wake(t, now);
@@ -195,6 +207,52 @@ impl State {
     pub fn register(&mut self, kind: ObjKind, name: Rc<str>) -> ObjId {
         self.objects.push((kind, name));
         ObjId(self.objects.len() as u32 - 1)
+    }
+
+    /// Records that the running step changes `obj` (for footprints).
+    #[inline]
+    pub fn touch(&mut self, obj: ObjId) {
+        self.touch_as(obj, Access::Write);
+    }
+
+    /// Records that the running step uses `obj` this way (for footprints).
+    #[inline]
+    pub fn touch_as(&mut self, obj: ObjId, access: Access) {
+        if let Some(f) = &mut self.footprint
+            && obj != NO_OBJ
+        {
+            f.push(Use { obj, access });
+        }
+    }
+
+    /// Records the objects operation `op` on `obj` uses.
+    #[inline]
+    pub fn touch_op(&mut self, op: Op, obj: ObjId, access: Access) {
+        if self.footprint.is_none() {
+            return;
+        }
+        match op {
+            Op::Spawn => self.touch(TASK_TABLE),
+            Op::Yield | Op::Note | Op::Exit | Op::TimerFire => {}
+            _ => self.touch_as(obj, access),
+        }
+    }
+
+    /// The step of task `t` begins: a task woken from a block first
+    /// re-checks what it waited on.
+    fn begin_step(&mut self, t: TaskId) {
+        if self.footprint.is_some()
+            && let Some(b) = self.tasks[t.index()].resumed_from.take()
+        {
+            match b {
+                Blocker::On(op, obj) => self.touch_op(op, obj, Access::Write),
+                Blocker::Select(objs) => {
+                    for o in objs {
+                        self.touch(o);
+                    }
+                }
+            }
+        }
     }
 
     #[inline]
@@ -221,7 +279,9 @@ impl State {
             name,
             creator,
             state: TaskState::Runnable,
+            resumed_from: None,
         });
+        self.touch(TASK_TABLE);
         self.insert_runnable(id);
         let now = self.now;
         self.strategy.on_wake(id, now);
@@ -233,6 +293,9 @@ impl State {
         self.timer_slots.push(Some((obj, action)));
         self.timer_seq += 1;
         self.timers.push(slot, Reverse((deadline, self.timer_seq)));
+        // Timers with the same deadline fire in the order they were armed:
+        // two starts with one deadline do not commute.
+        self.touch(deadline_obj(deadline));
         if self.timer_head.is_none_or(|d| deadline < d) {
             self.timer_head = Some(deadline);
         }
@@ -308,6 +371,14 @@ impl State {
     }
 }
 
+/// The pseudo-object of a timer deadline in footprints (distinct deadlines
+/// may share one; that only makes steps look dependent).
+fn deadline_obj(deadline: u64) -> ObjId {
+    const SPAN: u64 = 1 << 24;
+    let h = deadline.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    ObjId(TIMER_QUEUE.0 - 16 - (h % SPAN) as u32)
+}
+
 /// What a preemption point does next.
 pub(crate) enum Preempted {
     /// The running task continues (its operation has been traced).
@@ -344,9 +415,13 @@ impl Kernel {
                 next_timer: early,
                 now: st.now,
                 step: st.steps,
+                footprint: st.footprint.as_deref().unwrap_or(&[]),
             };
             let d = st.strategy.next_task(&point);
             debug_assert!(point.index_of(d.choice).is_some(), "illegal choice {d:?}");
+            if let Some(f) = &mut st.footprint {
+                f.clear();
+            }
             st.steps += 1;
             let at = d.at.max(st.now);
             let dt = at - st.now;
@@ -354,6 +429,12 @@ impl Kernel {
             st.note_decision(Step::from_choice(d.choice, dt));
             match d.choice {
                 Choice::Timer => {
+                    // Firing a timer while a task could run, or before its
+                    // deadline, stalls someone: a preemption.
+                    if cur.is_some() || early.is_some_and(|d| d > st.now) {
+                        st.preemptions += 1;
+                        st.timer_preemptions += 1;
+                    }
                     let spawned = st.fire_next_timer();
                     self.install(spawned);
                 }
@@ -380,7 +461,7 @@ impl Kernel {
     /// task. If the task continues now, the operation is traced (when
     /// `traced` and the run records a trace). Otherwise the task must return
     /// `Pending` (another task was chosen, or the run is being stopped).
-    pub fn preempt(&self, op: Op, obj: ObjId, traced: bool) -> Preempted {
+    pub fn preempt(&self, op: Op, obj: ObjId, access: Access, traced: bool) -> Preempted {
         let mut st = self.st.borrow_mut();
         let cur = st.current;
         match self.decide(&mut st, cur) {
@@ -388,6 +469,7 @@ impl Kernel {
                 if traced && st.tracing() {
                     st.trace_event(op, obj, None);
                 }
+                st.touch_op(op, obj, access);
                 Preempted::Continue
             }
             Next::Switch(t) => {
@@ -425,6 +507,7 @@ impl Kernel {
                     },
                 };
                 st.current = Some(task);
+                st.begin_step(task);
                 task
             };
             let fut = self.futs.borrow_mut()[task.index()]
@@ -568,6 +651,7 @@ impl Sim {
         runnable.reserve(32);
         futs.reserve(32);
         objects.push((ObjKind::None, Rc::from("-")));
+        let footprint = strategy.wants_footprints().then(Vec::new);
         let st = State {
             now: 0,
             tasks,
@@ -582,6 +666,7 @@ impl Sim {
             strategy,
             steps: 0,
             preemptions: 0,
+            timer_preemptions: 0,
             record: cfg.record.then(Vec::new),
             trace: cfg.trace.then(Vec::new),
             hash: 0xcbf2_9ce4_8422_2325,
@@ -592,6 +677,7 @@ impl Sim {
             max_early_fire: cfg.max_early_fire,
             main_done_at: None,
             limit_hit: false,
+            footprint,
         };
         let kernel = Rc::new(Kernel {
             st: RefCell::new(st),
@@ -670,6 +756,7 @@ impl Sim {
                 outcome,
                 steps: st.steps,
                 preemptions: st.preemptions,
+                timer_preemptions: st.timer_preemptions,
                 tasks_spawned: st.tasks.len(),
                 end_time: st.now,
                 main_done_at: st.main_done_at,
@@ -734,6 +821,7 @@ mod tests {
             strategy: Box::new(RandomStrategy::new()),
             steps: 0,
             preemptions: 0,
+            timer_preemptions: 0,
             record: None,
             trace: None,
             hash: 0,
@@ -744,6 +832,7 @@ mod tests {
             max_early_fire: u64::MAX,
             main_done_at: None,
             limit_hit: false,
+            footprint: None,
         };
         let mut model = std::collections::BTreeSet::new();
         let mut r = rng::rng(11, 0);

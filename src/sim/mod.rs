@@ -26,7 +26,7 @@ pub use sync::{
     BufferClosed, Event, GoMap, Mutex, MutexGuard, OneshotReceiver, OneshotSender, Selectable,
     Unbounded, go_order, oneshot, select,
 };
-pub use task::{ObjId, Op, TaskId};
+pub use task::{Access, ObjId, Op, TaskId, Use};
 pub use time::{MS, NS, SEC, Timer, US, after_func, now, sleep};
 pub use trace::{Trace, TraceEvent};
 
@@ -81,10 +81,18 @@ pub fn choose(n: usize) -> usize {
 /// A draw from the run's data stream (durations, latencies): fixed by the
 /// seed, independent of the schedule.
 pub fn random_u64() -> u64 {
-    executor::with(|k| k.st.borrow_mut().data_rng.next_u64())
+    executor::with(|k| {
+        let mut st = k.st.borrow_mut();
+        st.touch(task::DATA_STREAM);
+        st.data_rng.next_u64()
+    })
 }
 
 /// Uniform float in [0, 1) from the run's data stream.
 pub fn random_unit() -> f64 {
-    executor::with(|k| rng::unit(&mut k.st.borrow_mut().data_rng))
+    executor::with(|k| {
+        let mut st = k.st.borrow_mut();
+        st.touch(task::DATA_STREAM);
+        rng::unit(&mut st.data_rng)
+    })
 }

@@ -83,7 +83,11 @@ pub struct RunReport {
     pub seed: u64,
     pub outcome: Outcome,
     pub steps: u64,
+    /// Switches away from a task that could continue, and timers fired
+    /// while a task could continue or before their deadline.
     pub preemptions: u64,
+    /// How many of `preemptions` were timer fires.
+    pub timer_preemptions: u64,
     pub tasks_spawned: usize,
     pub end_time: u64,
     pub main_done_at: Option<u64>,

@@ -12,13 +12,15 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::executor::{Preempted, try_with, with};
-use super::task::{Blocker, ObjId, ObjKind, Op, TaskId};
+use super::task::{Access, Blocker, ObjId, ObjKind, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
 /// strategy lets the current task run its operation; records it in the trace.
 pub(crate) struct Preempt {
     op: Op,
     obj: ObjId,
+    /// How the operation uses `obj` (for footprints).
+    access: Access,
     yielded: bool,
     traced: bool,
     /// Set when the task yielded here in a traced run: the operation is
@@ -30,6 +32,7 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
     Preempt {
         op,
         obj,
+        access: Access::Write,
         yielded: false,
         traced: true,
         trace_on_resume: false,
@@ -41,6 +44,7 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
     Preempt {
         op,
         obj: super::task::NO_OBJ,
+        access: Access::Write,
         yielded: false,
         traced: false,
         trace_on_resume: false,
@@ -53,12 +57,16 @@ impl Future for Preempt {
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         if self.yielded {
             // Resumed: the task that chose this one already took the decision.
-            if self.trace_on_resume {
-                with(|k| k.st.borrow_mut().trace_event(self.op, self.obj, None));
-            }
+            with(|k| {
+                let mut st = k.st.borrow_mut();
+                if self.trace_on_resume {
+                    st.trace_event(self.op, self.obj, None);
+                }
+                st.touch_op(self.op, self.obj, self.access);
+            });
             return Poll::Ready(());
         }
-        match with(|k| k.preempt(self.op, self.obj, self.traced)) {
+        match with(|k| k.preempt(self.op, self.obj, self.access, self.traced)) {
             Preempted::Continue => Poll::Ready(()),
             Preempted::Yield { trace_on_resume } => {
                 self.yielded = true;
@@ -110,6 +118,17 @@ impl Future for Block<'_> {
             None => Poll::Ready(()),
         }
     }
+}
+
+/// Records a use of `obj` outside a preemption point in the running step's
+/// footprint (a Go atomic load, a non-blocking receive).
+#[inline]
+pub(crate) fn touch(obj: ObjId, access: Access) {
+    try_with(|k| {
+        if let Ok(mut st) = k.st.try_borrow_mut() {
+            st.touch_as(obj, access);
+        }
+    });
 }
 
 pub(crate) fn current() -> TaskId {
@@ -177,6 +196,7 @@ impl Mutex {
     }
 
     pub fn is_locked(&self) -> bool {
+        touch(self.id, Access::Read);
         self.locked.get()
     }
 
@@ -249,7 +269,13 @@ impl<T> Unbounded<T> {
     }
 
     pub async fn put(&self, v: T) -> Result<(), BufferClosed> {
-        preempt(Op::Put, self.id).await;
+        let mut point = preempt(Op::Put, self.id);
+        if std::mem::size_of::<T>() == 0 {
+            // Values of a zero-sized type cannot be told apart: two puts
+            // leave the same buffer in either order (a WaitGroup's Done).
+            point.access = Access::Add;
+        }
+        point.await;
         if self.closing.get() {
             return Err(BufferClosed);
         }
@@ -275,6 +301,7 @@ impl<T> Unbounded<T> {
     /// Non-blocking receive, for use right after [`select`] chose this buffer.
     /// `None` means closed and drained.
     pub fn try_get(&self) -> Option<T> {
+        touch(self.id, Access::Write);
         self.items.borrow_mut().pop_front()
     }
 
@@ -285,10 +312,12 @@ impl<T> Unbounded<T> {
     }
 
     pub fn len(&self) -> usize {
+        touch(self.id, Access::Read);
         self.items.borrow().len()
     }
 
     pub fn is_empty(&self) -> bool {
+        touch(self.id, Access::Read);
         self.items.borrow().is_empty()
     }
 }
@@ -322,6 +351,7 @@ impl Event {
 
     /// An atomic load in Go; not a preemption point here.
     pub fn has_fired(&self) -> bool {
+        touch(self.id, Access::Read);
         self.fired.get()
     }
 
@@ -440,6 +470,9 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         "select takes 1..=8 cases"
     );
     preempt(Op::Select, cases[0].obj()).await;
+    for c in &cases[1..] {
+        touch(c.obj(), Access::Write);
+    }
     loop {
         let mut ready = [0usize; 8];
         let mut n = 0;

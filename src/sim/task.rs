@@ -27,6 +27,38 @@ pub struct ObjId(pub u32);
 /// `ObjId(0)` is reserved for "no object" (yield, spawn without a target).
 pub const NO_OBJ: ObjId = ObjId(0);
 
+/// How a step uses an object, for deciding whether two steps commute: two
+/// reads commute, two additions commute (puts of indistinguishable values),
+/// anything else on the same object does not.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Access {
+    Read,
+    Add,
+    Write,
+}
+
+/// One entry of a step's footprint.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Use {
+    pub obj: ObjId,
+    pub access: Access,
+}
+
+impl Use {
+    /// The two uses do not commute.
+    pub fn conflicts(self, other: Use) -> bool {
+        self.obj == other.obj && (self.access != other.access || self.access == Access::Write)
+    }
+}
+
+/// Pseudo-objects for the footprints of steps (never registered, never in a
+/// trace): the timer queue (the top of the id space, one pseudo-object per
+/// deadline below it), the task table and the run's data stream. Two steps
+/// that both use one of them do not commute.
+pub const TIMER_QUEUE: ObjId = ObjId(u32::MAX);
+pub const TASK_TABLE: ObjId = ObjId(u32::MAX - 1);
+pub const DATA_STREAM: ObjId = ObjId(u32::MAX - 2);
+
 /// What kind of object an [`ObjId`] names; used in traces and leak reports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ObjKind {
@@ -122,4 +154,8 @@ pub(crate) struct TaskInfo {
     pub name: Rc<str>,
     pub creator: Option<TaskId>,
     pub state: TaskState,
+    /// What the task was blocked on before its last wake, kept (only while
+    /// footprints are recorded) until it runs again: its next step re-checks
+    /// those objects.
+    pub resumed_from: Option<Blocker>,
 }

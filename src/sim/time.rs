@@ -74,6 +74,7 @@ impl Timer {
 
     /// Whether the callback task has been launched.
     pub fn has_fired(&self) -> bool {
+        super::sync::touch(self.obj, super::task::Access::Read);
         self.fired.get()
     }
 }

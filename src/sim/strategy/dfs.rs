@@ -4,11 +4,91 @@
 //! frame with an untried alternative within the bound is advanced.
 //!
 //! A preemption is choosing anything other than the running task while it
-//! could continue, including firing a timer early. Switches forced by
+//! could continue, or firing a timer before its deadline. Switches forced by
 //! blocking are free. Model choices (`select`, map order) are enumerated too
 //! and never count as preemptions.
+//!
+//! **Sleep sets** (Godefroid's partial-order reduction), on by default. The
+//! kernel reports the footprint of every step: the objects it used and how
+//! (see [`super::Point::footprint`]). Two steps of different tasks commute
+//! unless they use one object in conflicting ways (anything but two reads
+//! or two additions). After the subtree of task `a` at a point is explored,
+//! `a` sleeps in its later siblings' subtrees until some step that does not
+//! commute with `a`'s step runs; a sleeping task is not scheduled, because
+//! every schedule that runs it there is a reordering of one already explored.
+//! When every alternative at a point sleeps, the rest of that execution is
+//! redundant: it finishes without branching (so the model shuts down and
+//! frees what it holds) and is reported as redundant, not as a schedule. Firing a timer moves time and wakes
+//! or starts tasks, so it commutes with nothing.
+//!
+//! Footprints are observed, not predicted: a sleeping task's entry carries
+//! the footprint its step had when it was explored, which stays valid while
+//! only commuting steps run. Reads of model state outside kernel objects are
+//! assumed to be protected by kernel objects (the Go code is race-free).
+//! With a preemption bound, a reordering that sleep sets rely on can cost a
+//! different number of preemptions (Coons, Musuvathi and McKinley, OOPSLA
+//! 2013), so a pruned search is checked against the unpruned one on small
+//! models in the tests.
 
 use super::{Choice, Decision, Point, Strategy};
+use crate::sim::TaskId;
+use crate::sim::task::{Access, Use};
+
+/// How one step used objects: one entry per object, sorted by object;
+/// `None` when unknown (the step then commutes with nothing).
+type Footprint = Option<Vec<Use>>;
+
+/// Sorts by object and merges the uses of one object: the same access stays,
+/// different ones become a write.
+fn normalise(raw: &[Use]) -> Vec<Use> {
+    let mut v = raw.to_vec();
+    v.sort_unstable();
+    let mut out: Vec<Use> = Vec::with_capacity(v.len());
+    for u in v {
+        match out.last_mut() {
+            Some(last) if last.obj == u.obj => {
+                if last.access != u.access {
+                    last.access = Access::Write;
+                }
+            }
+            _ => out.push(u),
+        }
+    }
+    out
+}
+
+/// Two steps commute if both footprints are known and no object is used by
+/// both in conflicting ways.
+fn commute(a: &Footprint, b: &Footprint) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].obj.cmp(&b[j].obj) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                if a[i].conflicts(b[j]) {
+                    return false;
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    true
+}
+
+fn union(into: &mut Footprint, more: &Footprint) {
+    match (into.as_mut(), more) {
+        (Some(a), Some(b)) => {
+            a.extend_from_slice(b);
+            *a = normalise(a);
+        }
+        _ => *into = None,
+    }
+}
 
 #[derive(Clone, Debug)]
 struct Frame {
@@ -17,6 +97,13 @@ struct Frame {
     chosen: usize,
     /// Preemptions spent before this frame.
     spent_before: u32,
+    /// Tasks asleep here, with the footprint of their step.
+    sleep: Vec<(TaskId, Footprint)>,
+    /// Task alternatives whose subtrees are done, with their step footprint.
+    done: Vec<(TaskId, Footprint)>,
+    /// Footprint of the chosen alternative's step (union over the
+    /// executions that passed through it).
+    footprint: Footprint,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,31 +112,81 @@ enum Alt {
     Pick(usize),
 }
 
+impl Alt {
+    fn task(self) -> Option<TaskId> {
+        match self {
+            Alt::Sched {
+                choice: Choice::Task(t),
+                ..
+            } => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// What a search has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DfsStats {
+    /// Executions started.
+    pub executions: u64,
+    /// Executions found redundant because every alternative at some point
+    /// slept.
+    pub redundant: u64,
+    /// Alternatives within the bound that were not explored because their
+    /// task slept.
+    pub pruned: u64,
+}
+
 pub struct Dfs {
     bound: Option<u32>,
+    prune: bool,
     stack: Vec<Frame>,
     depth: usize,
     spent: u32,
-    executions: u64,
     complete: bool,
+    /// Index of the scheduling frame whose step is running.
+    last_sched: Option<usize>,
+    /// That step's footprint has reached its frame.
+    delivered: bool,
+    /// The current execution is redundant: it runs to its end without
+    /// frames, the running task continuing or else the lowest id.
+    coasting: bool,
+    stats: DfsStats,
 }
 
 impl Dfs {
-    /// `bound`: maximum preemptions per schedule (`None` = unbounded).
+    /// `bound`: maximum preemptions per schedule (`None` = unbounded). Sleep
+    /// sets are on; see [`Dfs::without_pruning`].
     pub fn new(bound: Option<u32>) -> Self {
         Dfs {
             bound,
+            prune: true,
             stack: Vec::new(),
             depth: 0,
             spent: 0,
-            executions: 0,
             complete: false,
+            last_sched: None,
+            delivered: true,
+            coasting: false,
+            stats: DfsStats::default(),
+        }
+    }
+
+    /// The plain bounded search, every schedule within the bound.
+    pub fn without_pruning(bound: Option<u32>) -> Self {
+        Dfs {
+            prune: false,
+            ..Dfs::new(bound)
         }
     }
 
     /// Executions started so far.
     pub fn executions(&self) -> u64 {
-        self.executions
+        self.stats.executions
+    }
+
+    pub fn stats(&self) -> DfsStats {
+        self.stats
     }
 
     fn allowed(&self, spent_before: u32, alt: Alt) -> bool {
@@ -59,22 +196,43 @@ impl Dfs {
         }
     }
 
+    fn asleep(frame: &Frame, alt: Alt) -> bool {
+        alt.task()
+            .is_some_and(|t| frame.sleep.iter().any(|(s, _)| *s == t))
+    }
+
+    /// First alternative at or after `from` that is within the bound and
+    /// awake; counts the sleeping ones skipped.
+    fn next_alternative(&mut self, index: usize, from: usize) -> Option<usize> {
+        let f = &self.stack[index];
+        let mut pruned = 0;
+        let mut found = None;
+        for (i, &alt) in f.alternatives.iter().enumerate().skip(from) {
+            if !self.allowed(f.spent_before, alt) {
+                continue;
+            }
+            if Self::asleep(f, alt) {
+                pruned += 1;
+                continue;
+            }
+            found = Some(i);
+            break;
+        }
+        self.stats.pruned += pruned;
+        found
+    }
+
     /// Moves to the next schedule; false if none is left.
     fn backtrack(&mut self) -> bool {
         while let Some(top) = self.stack.last_mut() {
-            let spent_before = top.spent_before;
-            let mut next = top.chosen + 1;
-            let n = top.alternatives.len();
-            while next < n {
-                let alt = self.stack.last().expect("non-empty").alternatives[next];
-                if self.allowed(spent_before, alt) {
-                    break;
-                }
-                next += 1;
+            if let Some(t) = top.alternatives.get(top.chosen).and_then(|a| a.task()) {
+                let fp = top.footprint.replace(Vec::new());
+                top.done.push((t, fp));
             }
-            let top = self.stack.last_mut().expect("non-empty");
-            if next < n {
-                top.chosen = next;
+            let index = self.stack.len() - 1;
+            let from = self.stack[index].chosen + 1;
+            if let Some(next) = self.next_alternative(index, from) {
+                self.stack[index].chosen = next;
                 return true;
             }
             self.stack.pop();
@@ -82,15 +240,34 @@ impl Dfs {
         false
     }
 
-    fn frame(&mut self, alternatives: impl FnOnce() -> Vec<Alt>) -> Alt {
-        if self.depth == self.stack.len() {
-            let alternatives = alternatives();
-            self.stack.push(Frame {
-                alternatives,
-                chosen: 0,
-                spent_before: self.spent,
-            });
-        }
+    /// The tasks asleep after the step of the scheduling frame `parent`,
+    /// whose footprint was `fp`.
+    fn sleep_after(&self, parent: usize, fp: &Footprint) -> Vec<(TaskId, Footprint)> {
+        let p = &self.stack[parent];
+        let Some(ran) = p.alternatives[p.chosen].task() else {
+            // A timer fired: nothing commutes with that.
+            return Vec::new();
+        };
+        p.sleep
+            .iter()
+            .chain(&p.done)
+            .filter(|(t, sfp)| *t != ran && commute(sfp, fp))
+            .cloned()
+            .collect()
+    }
+
+    fn push_frame(&mut self, alternatives: Vec<Alt>, sleep: Vec<(TaskId, Footprint)>) {
+        self.stack.push(Frame {
+            alternatives,
+            chosen: 0,
+            spent_before: self.spent,
+            sleep,
+            done: Vec::new(),
+            footprint: Some(Vec::new()),
+        });
+    }
+
+    fn take(&mut self) -> Alt {
         let f = &self.stack[self.depth];
         let alt = f.alternatives[f.chosen];
         self.depth += 1;
@@ -103,12 +280,23 @@ impl Dfs {
 
 impl Strategy for Dfs {
     fn new_execution(&mut self, _seed: u64) {
-        self.executions += 1;
+        self.stats.executions += 1;
         self.depth = 0;
         self.spent = 0;
+        self.last_sched = None;
+        self.delivered = true;
+        self.coasting = false;
     }
 
     fn end_execution(&mut self) {
+        if self.coasting {
+            self.stats.redundant += 1;
+        } else if !self.delivered
+            && let Some(p) = self.last_sched
+        {
+            // The last step ended the run; its footprint is unknown.
+            self.stack[p].footprint = None;
+        }
         if !self.backtrack() {
             self.complete = true;
         }
@@ -118,8 +306,31 @@ impl Strategy for Dfs {
         self.complete
     }
 
+    fn wants_footprints(&self) -> bool {
+        self.prune
+    }
+
+    fn redundant(&self) -> bool {
+        self.coasting
+    }
+
+    fn pruned(&self) -> u64 {
+        self.stats.pruned
+    }
+
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
-        let alt = self.frame(|| {
+        if self.coasting {
+            let choice = point.current.map_or(point.choice(0), Choice::Task);
+            return Decision::now(point, choice);
+        }
+        if self.prune && !self.delivered {
+            if let Some(p) = self.last_sched {
+                let fp = Some(normalise(point.footprint));
+                union(&mut self.stack[p].footprint, &fp);
+            }
+            self.delivered = true;
+        }
+        if self.depth == self.stack.len() {
             let mut alts = Vec::with_capacity(point.choices());
             if let Some(c) = point.current {
                 alts.push(Alt::Sched {
@@ -132,13 +343,34 @@ impl Strategy for Dfs {
                 if Some(choice) == point.current.map(Choice::Task) {
                     continue;
                 }
-                alts.push(Alt::Sched {
-                    choice,
-                    preempts: point.current.is_some(),
-                });
+                let preempts = point.current.is_some()
+                    || (choice == Choice::Timer && point.next_timer.is_some_and(|d| d > point.now));
+                alts.push(Alt::Sched { choice, preempts });
             }
-            alts
-        });
+            let sleep = match (self.prune, self.last_sched) {
+                (true, Some(p)) => {
+                    let fp = Some(normalise(point.footprint));
+                    self.sleep_after(p, &fp)
+                }
+                _ => Vec::new(),
+            };
+            self.push_frame(alts, sleep);
+            let index = self.stack.len() - 1;
+            match self.next_alternative(index, 0) {
+                Some(first) => self.stack[index].chosen = first,
+                None => {
+                    // Everything here sleeps: nothing new below this point.
+                    // The frame is dropped and the run coasts to its end.
+                    self.stack.pop();
+                    self.coasting = true;
+                    let choice = point.current.map_or(point.choice(0), Choice::Task);
+                    return Decision::now(point, choice);
+                }
+            }
+        }
+        self.last_sched = Some(self.depth);
+        self.delivered = false;
+        let alt = self.take();
         match alt {
             Alt::Sched { choice, .. } if point.index_of(choice).is_some() => {
                 Decision::now(point, choice)
@@ -149,7 +381,13 @@ impl Strategy for Dfs {
     }
 
     fn choose(&mut self, n: usize) -> usize {
-        match self.frame(|| (0..n).map(Alt::Pick).collect()) {
+        if self.coasting {
+            return 0;
+        }
+        if self.depth == self.stack.len() {
+            self.push_frame((0..n).map(Alt::Pick).collect(), Vec::new());
+        }
+        match self.take() {
             Alt::Pick(k) if k < n => k,
             _ => 0,
         }
@@ -160,5 +398,56 @@ impl Strategy for Dfs {
             Some(b) => format!("exhaustive:{b}"),
             None => "exhaustive".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::sim::ObjId;
+
+    fn uses(ids: &[(u32, Access)]) -> Footprint {
+        let raw: Vec<Use> = ids
+            .iter()
+            .map(|&(i, access)| Use {
+                obj: ObjId(i),
+                access,
+            })
+            .collect();
+        Some(normalise(&raw))
+    }
+
+    fn fp(ids: &[u32]) -> Footprint {
+        uses(&ids.iter().map(|&i| (i, Access::Write)).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn reads_commute_and_additions_commute_but_not_with_each_other() {
+        use Access::{Add, Read, Write};
+        assert!(commute(&uses(&[(1, Read)]), &uses(&[(1, Read)])));
+        assert!(commute(&uses(&[(1, Add)]), &uses(&[(1, Add)])));
+        assert!(!commute(&uses(&[(1, Add)]), &uses(&[(1, Read)])));
+        assert!(!commute(&uses(&[(1, Write)]), &uses(&[(1, Read)])));
+        assert!(!commute(&uses(&[(1, Write)]), &uses(&[(1, Write)])));
+        // A step that reads and adds to one object conflicts with either.
+        let both = uses(&[(1, Read), (1, Add)]);
+        assert!(!commute(&both, &uses(&[(1, Read)])));
+        assert!(!commute(&both, &uses(&[(1, Add)])));
+        assert!(commute(&uses(&[(1, Read), (1, Read)]), &uses(&[(1, Read)])));
+    }
+
+    #[test]
+    fn footprints_commute_only_when_known_and_disjoint() {
+        assert!(commute(&fp(&[1, 3, 5]), &fp(&[2, 4, 6])));
+        assert!(commute(&fp(&[]), &fp(&[2])));
+        assert!(!commute(&fp(&[1, 3, 5]), &fp(&[5, 7])));
+        assert!(!commute(&None, &fp(&[])));
+        assert!(!commute(&fp(&[1]), &None));
+        let mut u = fp(&[3, 1]);
+        union(&mut u, &fp(&[2, 3]));
+        assert_eq!(u, fp(&[1, 2, 3]));
+        union(&mut u, &None);
+        assert_eq!(u, None);
     }
 }

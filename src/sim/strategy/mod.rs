@@ -34,6 +34,11 @@ pub struct Point<'a> {
     pub now: u64,
     /// Decisions taken so far in this run.
     pub step: u64,
+    /// Objects the step since the previous decision used (its operation,
+    /// what it re-checked after a wake, non-blocking reads, the timer queue,
+    /// the task table, the data stream), with repeats. Empty unless the
+    /// strategy asked for footprints.
+    pub footprint: &'a [super::task::Use],
 }
 
 impl Point<'_> {
@@ -107,6 +112,24 @@ pub trait Strategy {
 
     /// The run just ended.
     fn end_execution(&mut self) {}
+
+    /// Whether the kernel should record step footprints for [`Point::footprint`]
+    /// (asked once per run; costs a little when on).
+    fn wants_footprints(&self) -> bool {
+        false
+    }
+
+    /// After a run: true if a reducing search found it redundant (a
+    /// reordering of schedules already explored) and only finished it so
+    /// the model could shut down; its outcome is not a new result.
+    fn redundant(&self) -> bool {
+        false
+    }
+
+    /// Alternatives a reducing search skipped as redundant so far.
+    fn pruned(&self) -> u64 {
+        0
+    }
 
     /// A systematic strategy returns true once it has no new schedule left.
     fn is_complete(&self) -> bool {
