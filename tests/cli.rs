@@ -651,6 +651,43 @@ fn explore_reports_schedules_and_completeness_as_json() {
     assert_eq!(v["complete"], false);
     assert_eq!(v["leaks"], 0);
     assert_eq!(v["variant"], "pr-8095");
+    assert_eq!(v["pruning"], true);
+    assert!(v["pruned_alternatives"].as_u64().unwrap() > 0);
+    assert!(v["redundant_executions"].as_u64().is_some());
+    assert!(v["choice_bound"].is_null());
+}
+
+#[test]
+fn explore_exhausts_the_minimal_scenario_without_preemptions() {
+    // K = 0 with the first model choices only: a handful of schedules, all
+    // explored, none failing; without pruning the same search takes more.
+    let json = |extra: &[&str]| {
+        let mut args = vec![
+            "explore",
+            "scenarios/close_race_minimal.toml",
+            "--variant",
+            "pre-8095",
+            "--preemption-bound",
+            "0",
+            "--choice-bound",
+            "0",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
+        v
+    };
+    let pruned = json(&[]);
+    assert_eq!(pruned["complete"], true);
+    assert_eq!(pruned["failures"], 0);
+    assert_eq!(pruned["choice_bound"], 0);
+    let plain = json(&["--no-prune", "--max-schedules", "2000"]);
+    assert_eq!(plain["pruning"], false);
+    assert!(
+        plain["schedules"].as_u64().unwrap() > pruned["schedules"].as_u64().unwrap(),
+        "{plain} vs {pruned}"
+    );
 }
 
 #[test]

@@ -155,6 +155,58 @@ fn sleep_sets_prune_reorderings_but_keep_every_outcome() {
     }
 }
 
+/// The first leaking schedule `lbsim explore scenarios/close_race_minimal.toml
+/// --variant pre-8095 --preemption-bound 2 --choice-bound 0` finds (schedule
+/// #92,993, results/README.md). Regenerate it with that command if the model
+/// changes.
+const EXPLORED_LEAK: &str = "1:0*6.1*3.2*7.3*4.4*8.c0*2.4*3.5*55.0*2.6*12.5*17.0*2.4*2.7*6.2*21.6*8.8*2.7*6.2*21.6*21.5*55.0*2.9*12.5*16.0*2.10*6.2*21.9*8.11*2.1*2.12*2.7*6.2*21.6*9.13*6.2*21.6*8.14*2.13*7.2*21.6*26.2*9.5*4.6*21.5*13.0*5.15*2.t.16*2.0*9.2.c0.2*7.c0.2*9.3.c0.3*4.4*2.c0.4*8.5*6.4*5.6*2.4*21.c0.4*5.3*3.2*4.0.c0.0*3.5.c0.17*6.0*2.10*4.18*7.0*3.15*3";
+
+#[test]
+fn the_leak_explore_found_needs_two_preemptions_and_only_the_buggy_variant_leaks() {
+    let scenario = Scenario::load("scenarios/close_race_minimal.toml").unwrap();
+    let model = GrpcModel::new(&scenario);
+    let schedule = lbsim::sim::Schedule::parse(EXPLORED_LEAK).unwrap();
+    let cfg = model.run_config(schedule.seed);
+    let replay = |variant| {
+        let mut sim = Sim::new(Box::new(Replay::new(schedule.clone())));
+        model.run_report(variant, &mut sim, &cfg)
+    };
+    let (r, check) = replay(Variant::Pre8095);
+    assert_eq!(r.outcome, Outcome::Leak);
+    // One switch away from the priority worker and one timer fired while it
+    // could still run (the RPC's answer arriving during its stall).
+    assert_eq!((r.preemptions, r.timer_preemptions), (2, 1));
+    assert!(
+        check.unclosed.iter().any(|u| u.contains("priority-0-1")),
+        "the demoted child is never closed: {:?}",
+        check.unclosed
+    );
+    for variant in [Variant::Pr8095, Variant::PriorityLock, Variant::A115] {
+        assert_eq!(replay(variant).0.outcome, Outcome::Ok, "{variant}");
+    }
+}
+
+#[test]
+fn the_choice_bound_limits_non_first_model_choices() {
+    // Two model choices among three alternatives: 9 schedules; at most one
+    // of them other than the first: 1 + 2 + 2 = 5; none: 1.
+    let cfg = RunConfig::new(0);
+    for (bound, want) in [(None, 9), (Some(2), 9), (Some(1), 5), (Some(0), 1)] {
+        let how = search::Search {
+            choice_bound: bound,
+            ..search::Search::bounded(0)
+        };
+        let ex = search::explore(how, None, None, 0, &cfg, |sim, cfg| {
+            sim.run(cfg, async {
+                sim::choose(3);
+                sim::choose(3);
+            })
+        });
+        assert!(ex.complete);
+        assert_eq!(ex.schedules, want, "choice bound {bound:?}");
+    }
+}
+
 #[test]
 fn minimize_shrinks_a_random_failure_to_one_preemption() {
     // A random run that hits the bug uses many preemptions; one suffices.

@@ -56,6 +56,11 @@ pub struct ExploreArgs {
     pub seed: Option<u64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Also bound the model choices (which ready case a Go `select` takes,
+    /// map iteration order): at most this many per schedule differ from the
+    /// first alternative [default: all enumerated].
+    #[arg(long)]
+    pub choice_bound: Option<u32>,
     /// Explore every schedule within the bound, without the sleep-set
     /// reduction (slower; for checking the reduction).
     #[arg(long)]
@@ -78,6 +83,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     if args.no_prune {
         how = how.unpruned();
     }
+    how.choice_bound = args.choice_bound;
     let ex = search::explore(
         how,
         args.max_schedules,
@@ -113,8 +119,10 @@ fn replay_command(scenario: &Path, variant: Variant, schedule: &str) -> String {
 
 fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> String {
     let mut s = format!(
-        "scenario {name}, variant {variant}, preemption bound {}\n",
-        args.preemption_bound
+        "scenario {name}, variant {variant}, preemption bound {}{}\n",
+        args.preemption_bound,
+        args.choice_bound
+            .map_or(String::new(), |c| format!(", choice bound {c}"))
     );
     s.push_str(&format!(
         "schedules: {}  complete: {}  time: {:.1} s  ({:.0} schedules/s)\n",
@@ -188,6 +196,7 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "variant": variant.as_str(),
         "strategy": format!("exhaustive:{}", args.preemption_bound),
         "preemption_bound": args.preemption_bound,
+        "choice_bound": args.choice_bound,
         "seed": seed,
         "schedules": ex.schedules,
         "complete": ex.complete,

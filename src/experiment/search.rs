@@ -74,6 +74,9 @@ pub struct Search {
     /// Use sleep sets (see [`Dfs`]); the model must be race-free outside
     /// kernel objects.
     pub prune: bool,
+    /// Most model choices (select case, map order) per schedule other than
+    /// the first alternative (`None`: all enumerated).
+    pub choice_bound: Option<u32>,
 }
 
 impl Search {
@@ -81,6 +84,7 @@ impl Search {
         Search {
             bound: Some(bound),
             prune: true,
+            choice_bound: None,
         }
     }
 
@@ -116,7 +120,7 @@ pub fn explore(
     } else {
         Dfs::without_pruning(search.bound)
     };
-    let mut sim = Sim::new(Box::new(dfs));
+    let mut sim = Sim::new(Box::new(dfs.with_choice_bound(search.choice_bound)));
     let mut ex = Exploration {
         pruning: search.prune,
         ..Exploration::default()

@@ -32,6 +32,15 @@ pub(crate) type LocalFut = Pin<Box<dyn Future<Output = ()>>>;
 
 thread_local! {
     static KERNEL: RefCell<Option<Rc<Kernel>>> = const { RefCell::new(None) };
+    /// The run on this thread records step footprints: lets the primitives'
+    /// non-blocking reads skip the kernel entirely in bulk runs.
+    static FOOTPRINTS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the run on this thread records step footprints.
+#[inline(always)]
+pub(crate) fn footprints_on() -> bool {
+    FOOTPRINTS.with(Cell::get)
 }
 
 /// Runs `f` with the kernel of the run on this thread.
@@ -184,11 +193,14 @@ impl State {
     pub fn wake(&mut self, t: TaskId) {
         let info = &mut self.tasks[t.index()];
         if matches!(info.state, TaskState::Blocked(_)) {
-            let was = std::mem::replace(&mut info.state, TaskState::Runnable);
-            if self.footprint.is_some()
-                && let TaskState::Blocked(b) = was
-            {
-                info.resumed_from = Some(b);
+            if self.footprint.is_some() {
+                if let TaskState::Blocked(b) =
+                    std::mem::replace(&mut info.state, TaskState::Runnable)
+                {
+                    info.resumed_from = Some(b);
+                }
+            } else {
+                info.state = TaskState::Runnable;
             }
             self.insert_runnable(t);
             let now = self.now;
@@ -240,10 +252,9 @@ impl State {
 
     /// The step of task `t` begins: a task woken from a block first
     /// re-checks what it waited on.
+    #[cold]
     fn begin_step(&mut self, t: TaskId) {
-        if self.footprint.is_some()
-            && let Some(b) = self.tasks[t.index()].resumed_from.take()
-        {
+        if let Some(b) = self.tasks[t.index()].resumed_from.take() {
             match b {
                 Blocker::On(op, obj) => self.touch_op(op, obj, Access::Write),
                 Blocker::Select(objs) => {
@@ -295,7 +306,9 @@ impl State {
         self.timers.push(slot, Reverse((deadline, self.timer_seq)));
         // Timers with the same deadline fire in the order they were armed:
         // two starts with one deadline do not commute.
-        self.touch(deadline_obj(deadline));
+        if self.footprint.is_some() {
+            self.touch(deadline_obj(deadline));
+        }
         if self.timer_head.is_none_or(|d| deadline < d) {
             self.timer_head = Some(deadline);
         }
@@ -385,7 +398,11 @@ pub(crate) enum Preempted {
     Continue,
     /// The task must return `Pending`; if `trace_on_resume`, its operation is
     /// to be traced when it is resumed.
-    Yield { trace_on_resume: bool },
+    Yield {
+        trace_on_resume: bool,
+        /// The operation is to be recorded in the footprint on resume.
+        touch_on_resume: bool,
+    },
 }
 
 impl Kernel {
@@ -476,10 +493,12 @@ impl Kernel {
                 st.next = Some(t);
                 Preempted::Yield {
                     trace_on_resume: traced && st.tracing(),
+                    touch_on_resume: st.footprint.is_some(),
                 }
             }
             Next::Idle | Next::Limit => Preempted::Yield {
                 trace_on_resume: traced && st.tracing(),
+                touch_on_resume: st.footprint.is_some(),
             },
         }
     }
@@ -507,7 +526,9 @@ impl Kernel {
                     },
                 };
                 st.current = Some(task);
-                st.begin_step(task);
+                if st.footprint.is_some() {
+                    st.begin_step(task);
+                }
                 task
             };
             let fut = self.futs.borrow_mut()[task.index()]
@@ -684,6 +705,7 @@ impl Sim {
             futs: RefCell::new(futs),
         });
         KERNEL.with(|k| *k.borrow_mut() = Some(kernel.clone()));
+        FOOTPRINTS.with(|f| f.set(kernel.st.borrow().footprint.is_some()));
         let _in_sim = oracle::InSim::enter();
 
         let main_id = kernel.spawn(Rc::from("main"), Box::pin(main));
@@ -779,6 +801,7 @@ impl Sim {
         let mut timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
         timer_slots.clear();
         KERNEL.with(|k| *k.borrow_mut() = None);
+        FOOTPRINTS.with(|f| f.set(false));
         let kernel = Rc::try_unwrap(kernel)
             .ok()
             .expect("the kernel is not shared after the run");

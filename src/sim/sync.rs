@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::executor::{Preempted, try_with, with};
+use super::executor::{Preempted, footprints_on, try_with, with};
 use super::task::{Access, Blocker, ObjId, ObjKind, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
@@ -26,6 +26,8 @@ pub(crate) struct Preempt {
     /// Set when the task yielded here in a traced run: the operation is
     /// traced when the task resumes.
     trace_on_resume: bool,
+    /// Set when the task yielded here in a run that records footprints.
+    touch_on_resume: bool,
 }
 
 pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
@@ -36,6 +38,7 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
         yielded: false,
         traced: true,
         trace_on_resume: false,
+        touch_on_resume: false,
     }
 }
 
@@ -48,6 +51,7 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
         yielded: false,
         traced: false,
         trace_on_resume: false,
+        touch_on_resume: false,
     }
 }
 
@@ -57,18 +61,24 @@ impl Future for Preempt {
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         if self.yielded {
             // Resumed: the task that chose this one already took the decision.
-            with(|k| {
-                let mut st = k.st.borrow_mut();
-                if self.trace_on_resume {
-                    st.trace_event(self.op, self.obj, None);
-                }
-                st.touch_op(self.op, self.obj, self.access);
-            });
+            if self.trace_on_resume || self.touch_on_resume {
+                with(|k| {
+                    let mut st = k.st.borrow_mut();
+                    if self.trace_on_resume {
+                        st.trace_event(self.op, self.obj, None);
+                    }
+                    st.touch_op(self.op, self.obj, self.access);
+                });
+            }
             return Poll::Ready(());
         }
         match with(|k| k.preempt(self.op, self.obj, self.access, self.traced)) {
             Preempted::Continue => Poll::Ready(()),
-            Preempted::Yield { trace_on_resume } => {
+            Preempted::Yield {
+                trace_on_resume,
+                touch_on_resume,
+            } => {
+                self.touch_on_resume = touch_on_resume;
                 self.yielded = true;
                 self.trace_on_resume = trace_on_resume;
                 Poll::Pending
@@ -124,6 +134,9 @@ impl Future for Block<'_> {
 /// footprint (a Go atomic load, a non-blocking receive).
 #[inline]
 pub(crate) fn touch(obj: ObjId, access: Access) {
+    if !footprints_on() {
+        return;
+    }
     try_with(|k| {
         if let Ok(mut st) = k.st.try_borrow_mut() {
             st.touch_as(obj, access);
@@ -470,8 +483,10 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         "select takes 1..=8 cases"
     );
     preempt(Op::Select, cases[0].obj()).await;
-    for c in &cases[1..] {
-        touch(c.obj(), Access::Write);
+    if footprints_on() {
+        for c in &cases[1..] {
+            touch(c.obj(), Access::Write);
+        }
     }
     loop {
         let mut ready = [0usize; 8];

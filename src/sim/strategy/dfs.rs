@@ -6,7 +6,9 @@
 //! A preemption is choosing anything other than the running task while it
 //! could continue, or firing a timer before its deadline. Switches forced by
 //! blocking are free. Model choices (`select`, map order) are enumerated too
-//! and never count as preemptions.
+//! and never count as preemptions; an optional choice bound limits how many
+//! of them may differ from the first alternative (the first ready case, the
+//! first order), for spaces where those choices multiply everything.
 //!
 //! **Sleep sets** (Godefroid's partial-order reduction), on by default. The
 //! kernel reports the footprint of every step: the objects it used and how
@@ -97,6 +99,8 @@ struct Frame {
     chosen: usize,
     /// Preemptions spent before this frame.
     spent_before: u32,
+    /// Non-first model choices made before this frame.
+    choices_before: u32,
     /// Tasks asleep here, with the footprint of their step.
     sleep: Vec<(TaskId, Footprint)>,
     /// Task alternatives whose subtrees are done, with their step footprint.
@@ -139,6 +143,9 @@ pub struct DfsStats {
 
 pub struct Dfs {
     bound: Option<u32>,
+    choice_bound: Option<u32>,
+    /// Non-first model choices made so far in this execution.
+    choices: u32,
     prune: bool,
     stack: Vec<Frame>,
     depth: usize,
@@ -160,6 +167,8 @@ impl Dfs {
     pub fn new(bound: Option<u32>) -> Self {
         Dfs {
             bound,
+            choice_bound: None,
+            choices: 0,
             prune: true,
             stack: Vec::new(),
             depth: 0,
@@ -180,6 +189,15 @@ impl Dfs {
         }
     }
 
+    /// At most `c` model choices per schedule other than the first
+    /// alternative (`None`: every choice is enumerated, the default).
+    pub fn with_choice_bound(self, c: Option<u32>) -> Self {
+        Dfs {
+            choice_bound: c,
+            ..self
+        }
+    }
+
     /// Executions started so far.
     pub fn executions(&self) -> u64 {
         self.stats.executions
@@ -189,9 +207,10 @@ impl Dfs {
         self.stats
     }
 
-    fn allowed(&self, spent_before: u32, alt: Alt) -> bool {
-        match (alt, self.bound) {
-            (Alt::Sched { preempts: true, .. }, Some(b)) => spent_before < b,
+    fn allowed(&self, f: &Frame, alt: Alt) -> bool {
+        match alt {
+            Alt::Sched { preempts: true, .. } => self.bound.is_none_or(|b| f.spent_before < b),
+            Alt::Pick(k) if k > 0 => self.choice_bound.is_none_or(|c| f.choices_before < c),
             _ => true,
         }
     }
@@ -208,7 +227,7 @@ impl Dfs {
         let mut pruned = 0;
         let mut found = None;
         for (i, &alt) in f.alternatives.iter().enumerate().skip(from) {
-            if !self.allowed(f.spent_before, alt) {
+            if !self.allowed(f, alt) {
                 continue;
             }
             if Self::asleep(f, alt) {
@@ -261,6 +280,7 @@ impl Dfs {
             alternatives,
             chosen: 0,
             spent_before: self.spent,
+            choices_before: self.choices,
             sleep,
             done: Vec::new(),
             footprint: Some(Vec::new()),
@@ -271,8 +291,10 @@ impl Dfs {
         let f = &self.stack[self.depth];
         let alt = f.alternatives[f.chosen];
         self.depth += 1;
-        if let Alt::Sched { preempts: true, .. } = alt {
-            self.spent += 1;
+        match alt {
+            Alt::Sched { preempts: true, .. } => self.spent += 1,
+            Alt::Pick(k) if k > 0 => self.choices += 1,
+            _ => {}
         }
         alt
     }
@@ -283,6 +305,7 @@ impl Strategy for Dfs {
         self.stats.executions += 1;
         self.depth = 0;
         self.spent = 0;
+        self.choices = 0;
         self.last_sched = None;
         self.delivered = true;
         self.coasting = false;
