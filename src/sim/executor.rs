@@ -426,19 +426,19 @@ impl Kernel {
                 continue;
             }
             let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
+            if let Some(f) = &mut st.footprint {
+                st.strategy.step_footprint(f);
+                f.clear();
+            }
             let point = Point {
                 runnable: &st.runnable,
                 current: cur,
                 next_timer: early,
                 now: st.now,
                 step: st.steps,
-                footprint: st.footprint.as_deref().unwrap_or(&[]),
             };
             let d = st.strategy.next_task(&point);
             debug_assert!(point.index_of(d.choice).is_some(), "illegal choice {d:?}");
-            if let Some(f) = &mut st.footprint {
-                f.clear();
-            }
             st.steps += 1;
             let at = d.at.max(st.now);
             let dt = at - st.now;

@@ -56,7 +56,6 @@ impl Strategy for LateTimers {
             next_timer: None,
             now: point.now,
             step: point.step,
-            footprint: point.footprint,
         };
         self.0.next_task(&tasks_only)
     }

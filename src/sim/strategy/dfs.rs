@@ -12,7 +12,7 @@
 //!
 //! **Sleep sets** (Godefroid's partial-order reduction), on by default. The
 //! kernel reports the footprint of every step: the objects it used and how
-//! (see [`super::Point::footprint`]). Two steps of different tasks commute
+//! (see [`Strategy::step_footprint`]). Two steps of different tasks commute
 //! unless they use one object in conflicting ways (anything but two reads
 //! or two additions). After the subtree of task `a` at a point is explored,
 //! `a` sleeps in its later siblings' subtrees until some step that does not
@@ -155,6 +155,8 @@ pub struct Dfs {
     last_sched: Option<usize>,
     /// That step's footprint has reached its frame.
     delivered: bool,
+    /// Footprint of the step that just ended, from the kernel.
+    last_footprint: Vec<Use>,
     /// The current execution is redundant: it runs to its end without
     /// frames, the running task continuing or else the lowest id.
     coasting: bool,
@@ -176,6 +178,7 @@ impl Dfs {
             complete: false,
             last_sched: None,
             delivered: true,
+            last_footprint: Vec::new(),
             coasting: false,
             stats: DfsStats::default(),
         }
@@ -333,6 +336,11 @@ impl Strategy for Dfs {
         self.prune
     }
 
+    fn step_footprint(&mut self, footprint: &[Use]) {
+        self.last_footprint.clear();
+        self.last_footprint.extend_from_slice(footprint);
+    }
+
     fn redundant(&self) -> bool {
         self.coasting
     }
@@ -348,7 +356,7 @@ impl Strategy for Dfs {
         }
         if self.prune && !self.delivered {
             if let Some(p) = self.last_sched {
-                let fp = Some(normalise(point.footprint));
+                let fp = Some(normalise(&self.last_footprint));
                 union(&mut self.stack[p].footprint, &fp);
             }
             self.delivered = true;
@@ -372,7 +380,7 @@ impl Strategy for Dfs {
             }
             let sleep = match (self.prune, self.last_sched) {
                 (true, Some(p)) => {
-                    let fp = Some(normalise(point.footprint));
+                    let fp = Some(normalise(&self.last_footprint));
                     self.sleep_after(p, &fp)
                 }
                 _ => Vec::new(),

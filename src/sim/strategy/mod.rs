@@ -34,11 +34,6 @@ pub struct Point<'a> {
     pub now: u64,
     /// Decisions taken so far in this run.
     pub step: u64,
-    /// Objects the step since the previous decision used (its operation,
-    /// what it re-checked after a wake, non-blocking reads, the timer queue,
-    /// the task table, the data stream), with repeats. Empty unless the
-    /// strategy asked for footprints.
-    pub footprint: &'a [super::task::Use],
 }
 
 impl Point<'_> {
@@ -113,11 +108,17 @@ pub trait Strategy {
     /// The run just ended.
     fn end_execution(&mut self) {}
 
-    /// Whether the kernel should record step footprints for [`Point::footprint`]
-    /// (asked once per run; costs a little when on).
+    /// Whether the kernel should record step footprints and hand them to
+    /// [`Strategy::step_footprint`] (asked once per run).
     fn wants_footprints(&self) -> bool {
         false
     }
+
+    /// Just before each decision, when footprints are on: the objects the
+    /// step since the previous decision used (its operation, what it
+    /// re-checked after a wake, non-blocking reads, timer deadlines, the task
+    /// table, the data stream), with repeats.
+    fn step_footprint(&mut self, _footprint: &[super::task::Use]) {}
 
     /// After a run: true if a reducing search found it redundant (a
     /// reordering of schedules already explored) and only finished it so
