@@ -69,13 +69,14 @@ pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
 
     let text = m.schedule.to_string();
     let mut out = String::new();
+    // One replay of the result, traced unless --no-trace.
+    let mut sim = Sim::new(Box::new(Replay::new(m.schedule.clone())));
+    let replay_cfg = RunConfig {
+        trace: !args.no_trace,
+        ..cfg.clone()
+    };
+    let (r, check) = model.run_report(variant, &mut sim, &replay_cfg);
     if !args.no_trace {
-        let mut sim = Sim::new(Box::new(Replay::new(m.schedule.clone())));
-        let cfg = RunConfig {
-            trace: true,
-            ..cfg.clone()
-        };
-        let (r, check) = model.run_report(variant, &mut sim, &cfg);
         out.push_str(&r.trace.as_ref().expect("tracing was on").render());
         out.push('\n');
         out.push_str(&r.describe());
@@ -91,8 +92,9 @@ pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
         recorded.steps.len()
     ));
     out.push_str(&format!(
-        "minimized: {} preemptions, {} decisions, {} recorded steps ({} replays tried)\n",
+        "minimized: {} preemptions ({} of them timer fires), {} decisions, {} recorded steps ({} replays tried)\n",
         m.preemptions,
+        r.timer_preemptions,
         m.steps,
         m.schedule.steps.len(),
         m.attempts
