@@ -251,6 +251,8 @@ impl MutexGuard<'_> {
 impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
         if self.held {
+            // A release without a preemption point still changes the lock.
+            touch(self.mutex.id, Access::Write);
             self.mutex.release();
         }
     }
@@ -413,6 +415,8 @@ impl<T> OneshotSender<T> {
 
 impl<T> Drop for OneshotSender<T> {
     fn drop(&mut self) {
+        // Dropping the sender unblocks the receiver: part of the step.
+        touch(self.0.id, Access::Write);
         self.0.sender_gone.set(true);
         self.0.waiters.wake_all();
     }
