@@ -40,8 +40,9 @@ pub struct ExploreArgs {
     /// The variant to explore (one).
     #[arg(long)]
     pub variant: String,
-    /// Most preemptions per schedule (a switch away from a task that could
-    /// continue, or firing a timer early; switches forced by blocking are free).
+    /// Most preemptions per schedule: a switch away from a task that could
+    /// continue, or firing a timer while a task could continue or before its
+    /// deadline; switches forced by blocking are free.
     #[arg(long)]
     pub preemption_bound: u32,
     /// Stop after this many schedules (the report then says `complete: false`).

@@ -10,7 +10,6 @@
 
 pub mod search;
 pub mod stats;
-pub mod toy;
 
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
