@@ -32,6 +32,8 @@
 //! 2013), so a pruned search is checked against the unpruned one on small
 //! models in the tests.
 
+use std::rc::Rc;
+
 use super::{Choice, Decision, Point, Strategy};
 use crate::sim::TaskId;
 use crate::sim::task::{Access, Use};
@@ -39,6 +41,10 @@ use crate::sim::task::{Access, Use};
 /// How one step used objects: one entry per object, sorted by object;
 /// `None` when unknown (the step then commutes with nothing).
 type Footprint = Option<Vec<Use>>;
+
+/// A finished footprint kept in sleep sets: shared, since an entry is copied
+/// into every frame below it while it sleeps.
+type Shared = Option<Rc<[Use]>>;
 
 /// Sorts by object and merges the uses of one object: the same access stays,
 /// different ones become a write.
@@ -61,7 +67,12 @@ fn normalise(raw: &[Use]) -> Vec<Use> {
 
 /// Two steps commute if both footprints are known and no object is used by
 /// both in conflicting ways.
+#[cfg(test)]
 fn commute(a: &Footprint, b: &Footprint) -> bool {
+    commute_uses(a.as_deref(), b.as_deref())
+}
+
+fn commute_uses(a: Option<&[Use]>, b: Option<&[Use]>) -> bool {
     let (Some(a), Some(b)) = (a, b) else {
         return false;
     };
@@ -102,9 +113,9 @@ struct Frame {
     /// Non-first model choices made before this frame.
     choices_before: u32,
     /// Tasks asleep here, with the footprint of their step.
-    sleep: Vec<(TaskId, Footprint)>,
+    sleep: Vec<(TaskId, Shared)>,
     /// Task alternatives whose subtrees are done, with their step footprint.
-    done: Vec<(TaskId, Footprint)>,
+    done: Vec<(TaskId, Shared)>,
     /// Footprint of the chosen alternative's step (union over the
     /// executions that passed through it).
     footprint: Footprint,
@@ -249,7 +260,7 @@ impl Dfs {
         while let Some(top) = self.stack.last_mut() {
             if let Some(t) = top.alternatives.get(top.chosen).and_then(|a| a.task()) {
                 let fp = top.footprint.replace(Vec::new());
-                top.done.push((t, fp));
+                top.done.push((t, fp.map(Rc::from)));
             }
             let index = self.stack.len() - 1;
             let from = self.stack[index].chosen + 1;
@@ -264,7 +275,7 @@ impl Dfs {
 
     /// The tasks asleep after the step of the scheduling frame `parent`,
     /// whose footprint was `fp`.
-    fn sleep_after(&self, parent: usize, fp: &Footprint) -> Vec<(TaskId, Footprint)> {
+    fn sleep_after(&self, parent: usize, fp: &[Use]) -> Vec<(TaskId, Shared)> {
         let p = &self.stack[parent];
         let Some(ran) = p.alternatives[p.chosen].task() else {
             // A timer fired: nothing commutes with that.
@@ -273,12 +284,12 @@ impl Dfs {
         p.sleep
             .iter()
             .chain(&p.done)
-            .filter(|(t, sfp)| *t != ran && commute(sfp, fp))
+            .filter(|(t, sfp)| *t != ran && commute_uses(sfp.as_deref(), Some(fp)))
             .cloned()
             .collect()
     }
 
-    fn push_frame(&mut self, alternatives: Vec<Alt>, sleep: Vec<(TaskId, Footprint)>) {
+    fn push_frame(&mut self, alternatives: Vec<Alt>, sleep: Vec<(TaskId, Shared)>) {
         self.stack.push(Frame {
             alternatives,
             chosen: 0,
@@ -337,8 +348,11 @@ impl Strategy for Dfs {
     }
 
     fn step_footprint(&mut self, footprint: &[Use]) {
-        self.last_footprint.clear();
-        self.last_footprint.extend_from_slice(footprint);
+        // Only a new point uses it (see `next_task`).
+        if self.depth == self.stack.len() {
+            self.last_footprint.clear();
+            self.last_footprint.extend_from_slice(footprint);
+        }
     }
 
     fn redundant(&self) -> bool {
@@ -354,14 +368,20 @@ impl Strategy for Dfs {
             let choice = point.current.map_or(point.choice(0), Choice::Task);
             return Decision::now(point, choice);
         }
+        // The footprint of the step that just ended reaches its frame only
+        // when this point is new: a replayed point follows a replayed step,
+        // whose footprint is already there.
+        let new_point = self.depth == self.stack.len();
+        let mut fp = None;
         if self.prune && !self.delivered {
-            if let Some(p) = self.last_sched {
-                let fp = Some(normalise(&self.last_footprint));
-                union(&mut self.stack[p].footprint, &fp);
+            if let (Some(p), true) = (self.last_sched, new_point) {
+                let uses = normalise(&self.last_footprint);
+                union(&mut self.stack[p].footprint, &Some(uses.clone()));
+                fp = Some(uses);
             }
             self.delivered = true;
         }
-        if self.depth == self.stack.len() {
+        if new_point {
             let mut alts = Vec::with_capacity(point.choices());
             if let Some(c) = point.current {
                 alts.push(Alt::Sched {
@@ -378,11 +398,8 @@ impl Strategy for Dfs {
                     || (choice == Choice::Timer && point.next_timer.is_some_and(|d| d > point.now));
                 alts.push(Alt::Sched { choice, preempts });
             }
-            let sleep = match (self.prune, self.last_sched) {
-                (true, Some(p)) => {
-                    let fp = Some(normalise(&self.last_footprint));
-                    self.sleep_after(p, &fp)
-                }
+            let sleep = match (self.last_sched, fp) {
+                (Some(p), Some(fp)) => self.sleep_after(p, &fp),
                 _ => Vec::new(),
             };
             self.push_frame(alts, sleep);
