@@ -187,6 +187,38 @@ fn the_leak_explore_found_needs_two_preemptions_and_only_the_buggy_variant_leaks
 }
 
 #[test]
+fn a_stopped_search_reports_what_it_explored_as_interrupted() {
+    // The flag is raised during the fifth run; the search stops after it.
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let cfg = RunConfig::new(0);
+    let mut runs = 0;
+    let how = search::Search {
+        stop: Some(&STOP),
+        ..search::Search::bounded(2).unpruned()
+    };
+    let ex = search::explore(how, None, None, 1, &cfg, |sim, cfg| {
+        runs += 1;
+        if runs == 5 {
+            STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        sim.run(cfg, depth2_bug())
+    });
+    assert_eq!(ex.schedules, 5);
+    assert!(ex.interrupted && !ex.complete);
+    // Without the flag the same search runs to the end.
+    STOP.store(false, std::sync::atomic::Ordering::SeqCst);
+    let full = search::explore(
+        search::Search::bounded(2).unpruned(),
+        None,
+        None,
+        1,
+        &cfg,
+        |sim, cfg| sim.run(cfg, depth2_bug()),
+    );
+    assert!(full.complete && !full.interrupted && full.schedules > 5);
+}
+
+#[test]
 fn the_choice_bound_limits_non_first_model_choices() {
     // Two model choices among three alternatives: 9 schedules; at most one
     // of them other than the first: 1 + 2 + 2 = 5; none: 1.

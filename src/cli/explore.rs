@@ -85,6 +85,8 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         how = how.unpruned();
     }
     how.choice_bound = args.choice_bound;
+    super::run::install_ctrlc();
+    how.stop = Some(&super::run::STOP);
     let ex = search::explore(
         how,
         args.max_schedules,
@@ -98,6 +100,10 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         Format::Json => json(&args, &scenario.name, variant, seed, &ex),
     };
     super::print_stdout(&out)?;
+    if ex.interrupted {
+        eprintln!("interrupted: the report covers only the schedules explored before Ctrl-C");
+        return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
+    }
     let failed = args.fail_on.iter().any(|f| match f {
         FailOn::Leak => ex.count(Outcome::Leak) > 0,
         FailOn::Deadlock => ex.count(Outcome::Deadlock) > 0,
@@ -126,9 +132,10 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
             .map_or(String::new(), |c| format!(", choice bound {c}"))
     );
     s.push_str(&format!(
-        "schedules: {}  complete: {}  time: {:.1} s  ({:.0} schedules/s)\n",
+        "schedules: {}  complete: {}{}  time: {:.1} s  ({:.0} schedules/s)\n",
         ex.schedules,
         ex.complete,
+        if ex.interrupted { " (interrupted)" } else { "" },
         ex.elapsed.as_secs_f64(),
         ex.per_second()
     ));
@@ -201,6 +208,7 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "seed": seed,
         "schedules": ex.schedules,
         "complete": ex.complete,
+        "interrupted": ex.interrupted,
         "runs": ex.schedules,
         "leaks": ex.count(Outcome::Leak),
         "deadlocks": ex.count(Outcome::Deadlock),

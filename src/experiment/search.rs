@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sim::TaskId;
@@ -37,6 +38,8 @@ pub struct Exploration {
     pub pruned: u64,
     /// The whole space within the bound was explored.
     pub complete: bool,
+    /// Stopped by [`Search::stop`] before the space or the limits ran out.
+    pub interrupted: bool,
     /// Runs per outcome (every outcome that occurred, `ok` included).
     pub outcomes: BTreeMap<Outcome, u64>,
     /// The first failing schedules, in the order found.
@@ -77,6 +80,9 @@ pub struct Search {
     /// Most model choices (select case, map order) per schedule other than
     /// the first alternative (`None`: all enumerated).
     pub choice_bound: Option<u32>,
+    /// Checked between runs: once set, the search stops and reports what it
+    /// has, marked interrupted (Ctrl-C).
+    pub stop: Option<&'static AtomicBool>,
 }
 
 impl Search {
@@ -85,6 +91,7 @@ impl Search {
             bound: Some(bound),
             prune: true,
             choice_bound: None,
+            stop: None,
         }
     }
 
@@ -127,6 +134,7 @@ pub fn explore(
     };
     let mut executions = 0u64;
     while !sim.strategy().is_complete()
+        && !search.stop.is_some_and(|s| s.load(Ordering::Relaxed))
         && max_schedules.is_none_or(|m| ex.schedules < m)
         && max_time.is_none_or(|t| !executions.is_multiple_of(256) || start.elapsed() < t)
     {
@@ -150,6 +158,7 @@ pub fn explore(
         ex.schedules += 1;
     }
     ex.complete = sim.strategy().is_complete();
+    ex.interrupted = !ex.complete && search.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     ex.pruned = sim.strategy().pruned();
     ex.elapsed = start.elapsed();
     ex
