@@ -3,11 +3,14 @@
 //! there were, whether the space was exhausted, and each failure with the
 //! command that replays it.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::experiment::search::{self, Exploration};
 use crate::grpc::Variant;
@@ -87,14 +90,41 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     how.choice_bound = args.choice_bound;
     super::run::install_ctrlc();
     how.stop = Some(&super::run::STOP);
+    // On a terminal: schedules so far, their rate, failures and redundant
+    // runs (the size of the space is not known in advance).
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {pos} schedules  {per_sec}  {elapsed}  {msg}")
+                .expect("valid progress template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let (mut failures, mut redundant) = (0u64, 0u64);
     let ex = search::explore(
         how,
         args.max_schedules,
-        args.max_seconds.map(std::time::Duration::from_secs_f64),
+        args.max_seconds.map(Duration::from_secs_f64),
         args.show,
         &cfg,
-        |sim, cfg| model.run_report(variant, sim, cfg).0,
+        |sim, cfg| {
+            let r = model.run_report(variant, sim, cfg).0;
+            if sim.strategy().redundant() {
+                redundant += 1;
+            } else {
+                bar.inc(1);
+                failures += u64::from(r.outcome.is_failure());
+            }
+            if !bar.is_hidden() {
+                bar.set_message(format!("failures {failures}, redundant runs {redundant}"));
+            }
+            r
+        },
     );
+    bar.finish_and_clear();
     let out = match args.format {
         Format::Table => table(&args, &scenario.name, variant, &ex),
         Format::Json => json(&args, &scenario.name, variant, seed, &ex),
