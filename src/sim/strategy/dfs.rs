@@ -139,19 +139,6 @@ impl Alt {
     }
 }
 
-/// What a search has done so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DfsStats {
-    /// Executions started.
-    pub executions: u64,
-    /// Executions found redundant because every alternative at some point
-    /// slept.
-    pub redundant: u64,
-    /// Alternatives within the bound that were not explored because their
-    /// task slept.
-    pub pruned: u64,
-}
-
 pub struct Dfs {
     bound: Option<u32>,
     choice_bound: Option<u32>,
@@ -171,7 +158,10 @@ pub struct Dfs {
     /// The current execution is redundant: it runs to its end without
     /// frames, the running task continuing or else the lowest id.
     coasting: bool,
-    stats: DfsStats,
+    /// Executions started.
+    executions: u64,
+    /// Alternatives within the bound not explored because their task slept.
+    pruned: u64,
 }
 
 impl Dfs {
@@ -191,7 +181,8 @@ impl Dfs {
             delivered: true,
             last_footprint: Vec::new(),
             coasting: false,
-            stats: DfsStats::default(),
+            executions: 0,
+            pruned: 0,
         }
     }
 
@@ -214,11 +205,7 @@ impl Dfs {
 
     /// Executions started so far.
     pub fn executions(&self) -> u64 {
-        self.stats.executions
-    }
-
-    pub fn stats(&self) -> DfsStats {
-        self.stats
+        self.executions
     }
 
     fn allowed(&self, f: &Frame, alt: Alt) -> bool {
@@ -251,7 +238,7 @@ impl Dfs {
             found = Some(i);
             break;
         }
-        self.stats.pruned += pruned;
+        self.pruned += pruned;
         found
     }
 
@@ -314,9 +301,16 @@ impl Dfs {
     }
 }
 
+/// The choice of a redundant run finishing without branching: the running
+/// task continues, else the lowest id runs.
+fn coast(point: &Point<'_>) -> Decision {
+    let choice = point.current.map_or(point.choice(0), Choice::Task);
+    Decision::now(point, choice)
+}
+
 impl Strategy for Dfs {
     fn new_execution(&mut self, _seed: u64) {
-        self.stats.executions += 1;
+        self.executions += 1;
         self.depth = 0;
         self.spent = 0;
         self.choices = 0;
@@ -326,9 +320,8 @@ impl Strategy for Dfs {
     }
 
     fn end_execution(&mut self) {
-        if self.coasting {
-            self.stats.redundant += 1;
-        } else if !self.delivered
+        if !self.coasting
+            && !self.delivered
             && let Some(p) = self.last_sched
         {
             // The last step ended the run; its footprint is unknown.
@@ -360,13 +353,12 @@ impl Strategy for Dfs {
     }
 
     fn pruned(&self) -> u64 {
-        self.stats.pruned
+        self.pruned
     }
 
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
         if self.coasting {
-            let choice = point.current.map_or(point.choice(0), Choice::Task);
-            return Decision::now(point, choice);
+            return coast(point);
         }
         // The footprint of the step that just ended reaches its frame only
         // when this point is new: a replayed point follows a replayed step,
@@ -411,8 +403,7 @@ impl Strategy for Dfs {
                     // The frame is dropped and the run coasts to its end.
                     self.stack.pop();
                     self.coasting = true;
-                    let choice = point.current.map_or(point.choice(0), Choice::Task);
-                    return Decision::now(point, choice);
+                    return coast(point);
                 }
             }
         }
