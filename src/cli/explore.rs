@@ -18,22 +18,12 @@ use crate::scenario::Scenario;
 use crate::scenario::driver::GrpcModel;
 use crate::sim::Outcome;
 
+use super::FailOn;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Json,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FailOn {
-    /// A schedule leaked.
-    Leak,
-    /// A schedule deadlocked.
-    Deadlock,
-    /// A schedule panicked or hit its step limit.
-    Panic,
-    /// A schedule did not end `ok`.
-    Any,
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,12 +124,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         eprintln!("interrupted: the report covers only the schedules explored before Ctrl-C");
         return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
     }
-    let failed = args.fail_on.iter().any(|f| match f {
-        FailOn::Leak => ex.count(Outcome::Leak) > 0,
-        FailOn::Deadlock => ex.count(Outcome::Deadlock) > 0,
-        FailOn::Panic => ex.count(Outcome::Panic) + ex.count(Outcome::Limit) > 0,
-        FailOn::Any => ex.failures_total() > 0,
-    });
+    let failed = args.fail_on.iter().any(|f| f.hit(|o| ex.count(o)));
     Ok(if failed {
         ExitCode::from(super::EXIT_FAILED)
     } else {

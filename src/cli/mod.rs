@@ -25,6 +25,35 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit code of a run stopped by Ctrl-C (its output is marked partial).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// What `--fail-on` of `run` and `explore` watches for (a schedule of
+/// `explore` is one run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// A run leaked.
+    Leak,
+    /// A run deadlocked.
+    Deadlock,
+    /// A run panicked or hit its step limit.
+    Panic,
+    /// A run did not end `ok`.
+    Any,
+}
+
+impl FailOn {
+    /// Whether some run ended in an outcome this watches for; `count`
+    /// gives the number of runs with each outcome.
+    pub fn hit(self, count: impl Fn(crate::sim::Outcome) -> u64) -> bool {
+        use crate::sim::Outcome::{Deadlock, Leak, Limit, Panic};
+        let watched: &[crate::sim::Outcome] = match self {
+            FailOn::Leak => &[Leak],
+            FailOn::Deadlock => &[Deadlock],
+            FailOn::Panic => &[Panic, Limit],
+            FailOn::Any => &[Leak, Deadlock, Panic, Limit],
+        };
+        watched.iter().any(|&o| count(o) > 0)
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lbsim",

@@ -13,24 +13,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::experiment::{self, Experiment, RunOptions, Shard, StrategySpec};
 use crate::report;
 use crate::scenario::{Scenario, parse_variants};
+use crate::sim::Outcome;
+
+use super::FailOn;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Json,
     Csv,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FailOn {
-    /// Any run leaked.
-    Leak,
-    /// Any run deadlocked.
-    Deadlock,
-    /// Any run panicked or hit its step limit.
-    Panic,
-    /// Any run did not end `ok`.
-    Any,
 }
 
 #[derive(clap::Args, Debug)]
@@ -203,11 +194,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
     }
     let failed = args.fail_on.iter().any(|f| {
-        rows.iter().any(|r| match f {
-            FailOn::Leak => r.leaks > 0,
-            FailOn::Deadlock => r.deadlocks > 0,
-            FailOn::Panic => r.panics + r.limits > 0,
-            FailOn::Any => r.ok < r.runs,
+        rows.iter().any(|r| {
+            f.hit(|o| match o {
+                Outcome::Ok => r.ok,
+                Outcome::Leak => r.leaks,
+                Outcome::Deadlock => r.deadlocks,
+                Outcome::Panic => r.panics,
+                Outcome::Limit => r.limits,
+            })
         })
     });
     if failed {
