@@ -651,8 +651,8 @@ fn explore_reports_schedules_and_completeness_as_json() {
     assert_eq!(v["complete"], false);
     assert_eq!(v["leaks"], 0);
     assert_eq!(v["variant"], "pr-8095");
-    assert_eq!(v["pruning"], true);
-    assert!(v["pruned_alternatives"].as_u64().unwrap() > 0);
+    assert_eq!(v["reduction"], "dpor");
+    assert!(v["pruned_alternatives"].as_u64().is_some());
     assert!(v["redundant_executions"].as_u64().is_some());
     assert!(v["choice_bound"].is_null());
 }
@@ -660,7 +660,7 @@ fn explore_reports_schedules_and_completeness_as_json() {
 #[test]
 fn explore_exhausts_the_minimal_scenario_without_preemptions() {
     // K = 0 with the first model choices only: a handful of schedules, all
-    // explored, none failing; without pruning the same search takes more.
+    // explored, none failing; without a reduction the same search takes more.
     let json = |extra: &[&str]| {
         let mut args = vec![
             "explore",
@@ -682,8 +682,8 @@ fn explore_exhausts_the_minimal_scenario_without_preemptions() {
     assert_eq!(pruned["complete"], true);
     assert_eq!(pruned["failures"], 0);
     assert_eq!(pruned["choice_bound"], 0);
-    let plain = json(&["--no-prune", "--max-schedules", "2000"]);
-    assert_eq!(plain["pruning"], false);
+    let plain = json(&["--reduction", "none", "--max-schedules", "2000"]);
+    assert_eq!(plain["reduction"], "none");
     assert!(
         plain["schedules"].as_u64().unwrap() > pruned["schedules"].as_u64().unwrap(),
         "{plain} vs {pruned}"

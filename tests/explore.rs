@@ -10,7 +10,7 @@ use lbsim::experiment::{Model as _, StrategySpec};
 use lbsim::grpc::Variant;
 use lbsim::scenario::Scenario;
 use lbsim::scenario::driver::{GrpcModel, MAX_STALL};
-use lbsim::sim::strategy::{RandomStrategy, Replay, StrategyKind};
+use lbsim::sim::strategy::{RandomStrategy, Reduction, Replay, StrategyKind};
 use lbsim::sim::{self, Outcome, RunConfig, Sim, Unbounded, go};
 
 /// Toy bug of depth 2 (as in tests/kernel.rs): the reader must run between
@@ -106,7 +106,7 @@ async fn lost_update(out: Rc<Cell<u32>>) {
 }
 
 #[test]
-fn sleep_sets_prune_reorderings_but_keep_every_outcome() {
+fn reductions_prune_reorderings_but_keep_every_outcome() {
     let cfg = RunConfig::new(0);
     for k in 0..=2 {
         let explore = |how: search::Search| {
@@ -123,34 +123,154 @@ fn sleep_sets_prune_reorderings_but_keep_every_outcome() {
             let finals = finals.borrow().clone();
             (ex, finals)
         };
-        let (pruned, pruned_finals) = explore(search::Search::bounded(k));
         let (plain, plain_finals) = explore(search::Search::bounded(k).unpruned());
-        assert!(pruned.complete && plain.complete, "K={k}");
-        // Same outcomes and final values, same failures found.
-        assert_eq!(pruned_finals, plain_finals, "K={k}");
-        assert_eq!(
-            pruned.outcomes.keys().collect::<Vec<_>>(),
-            plain.outcomes.keys().collect::<Vec<_>>(),
-            "K={k}"
-        );
-        assert_eq!(
-            pruned.count(Outcome::Panic) > 0,
-            plain.count(Outcome::Panic) > 0,
-            "K={k}"
-        );
-        // Far fewer schedules.
-        assert!(pruned.pruned > 0, "K={k}: nothing pruned");
-        assert!(
-            pruned.schedules * 2 < plain.schedules,
-            "K={k}: {} pruned vs {} plain",
-            pruned.schedules,
-            plain.schedules
-        );
+        let mut executions = Vec::new();
+        for reduction in [Reduction::SleepSets, Reduction::Dpor] {
+            let (pruned, pruned_finals) = explore(search::Search::bounded(k).with(reduction));
+            executions.push(pruned.schedules + pruned.redundant);
+            assert!(pruned.complete && plain.complete, "K={k}");
+            // Same outcomes and final values, same failures found.
+            assert_eq!(pruned_finals, plain_finals, "K={k}");
+            assert_eq!(
+                pruned.outcomes.keys().collect::<Vec<_>>(),
+                plain.outcomes.keys().collect::<Vec<_>>(),
+                "K={k}"
+            );
+            assert_eq!(
+                pruned.count(Outcome::Panic) > 0,
+                plain.count(Outcome::Panic) > 0,
+                "K={k}"
+            );
+            // Far fewer schedules.
+            assert!(
+                pruned.schedules * 2 < plain.schedules,
+                "K={k}: {} pruned vs {} plain",
+                pruned.schedules,
+                plain.schedules
+            );
+        }
+        // DPOR only branches where a race asks for it: fewer executions
+        // than sleep sets alone once preemptions multiply the space.
+        if k == 2 {
+            assert!(executions[1] * 2 < executions[0], "K=2: {executions:?}");
+        }
         // The lost update needs the other incrementer to run between the
         // read and the write: a preemption (K = 0 still reaches it when an
         // incrementer blocks on the lock).
         if k >= 1 {
             assert!(plain.count(Outcome::Panic) > 0, "K={k}");
+        }
+    }
+}
+
+/// The shape of the balancergroup leak in miniature, with the closer woken
+/// by a timer: a remover takes the outgoing lock, takes the child out of the
+/// map and, the group still being started, caches it; a closer that sleeps
+/// first clears the cache, then marks the group closed and closes what is
+/// left in the map. A remover stalled between its check and its caching lets
+/// the child escape both: one switch and one early timer fire. All shared
+/// state is used under kernel mutexes; `out` gets whether the child was
+/// closed.
+async fn cache_vs_close(out: Rc<Cell<bool>>) {
+    struct Group {
+        outgoing: sim::Mutex,
+        cache_mu: sim::Mutex,
+        in_map: Cell<bool>,
+        started: Cell<bool>,
+        cached: Cell<bool>,
+        closed: Cell<bool>,
+    }
+    let g = Rc::new(Group {
+        outgoing: sim::Mutex::new("outgoing"),
+        cache_mu: sim::Mutex::new("cache"),
+        in_map: Cell::new(true),
+        started: Cell::new(true),
+        cached: Cell::new(false),
+        closed: Cell::new(false),
+    });
+    let done = Rc::new(Unbounded::<()>::new("done"));
+    // Bystanders with locks of their own, for the reductions to reorder.
+    for name in ["bystander-x", "bystander-y"] {
+        let d = done.clone();
+        go(name, async move {
+            let own = sim::Mutex::new(name);
+            for _ in 0..2 {
+                own.lock().await.unlock().await;
+            }
+            d.put(()).await.unwrap();
+        })
+        .await;
+    }
+    let (r, d) = (g.clone(), done.clone());
+    go("remover", async move {
+        let o = r.outgoing.lock().await;
+        r.in_map.set(false);
+        if r.started.get() {
+            let c = r.cache_mu.lock().await;
+            r.cached.set(true);
+            c.unlock().await;
+        } else {
+            r.closed.set(true);
+        }
+        o.unlock().await;
+        d.put(()).await.unwrap();
+    })
+    .await;
+    sim::sleep(sim::US).await;
+    let c = g.cache_mu.lock().await;
+    if g.cached.replace(false) {
+        g.closed.set(true);
+    }
+    c.unlock().await;
+    let o = g.outgoing.lock().await;
+    g.started.set(false);
+    if g.in_map.replace(false) {
+        g.closed.set(true);
+    }
+    o.unlock().await;
+    for _ in 0..3 {
+        done.get().await;
+    }
+    let c = g.cache_mu.lock().await;
+    // A child cached after the clear is closed when its cache timer fires,
+    // long after the close: here, never.
+    out.set(g.closed.get());
+    c.unlock().await;
+    assert!(out.get(), "the removed child was never closed");
+}
+
+#[test]
+fn every_reduction_finds_the_timer_woken_cache_race_at_bound_two() {
+    let cfg = RunConfig::new(0);
+    for k in 0..=2 {
+        let explore = |how: search::Search| {
+            let finals = Rc::new(std::cell::RefCell::new(std::collections::BTreeSet::new()));
+            let f = finals.clone();
+            let ex = search::explore(how, None, None, 1, &cfg, move |sim, cfg| {
+                let out = Rc::new(Cell::new(false));
+                let r = sim.run(cfg, cache_vs_close(out.clone()));
+                if !sim.strategy().redundant() {
+                    f.borrow_mut().insert((r.outcome, out.get()));
+                }
+                r
+            });
+            let finals = finals.borrow().clone();
+            (ex, finals)
+        };
+        let (plain, plain_finals) = explore(search::Search::bounded(k).unpruned());
+        assert!(plain.complete, "K={k}");
+        // Only two preemptions, one of them the early fire, reach it.
+        assert_eq!(plain.count(Outcome::Panic) > 0, k == 2, "K={k}");
+        for reduction in [Reduction::SleepSets, Reduction::Dpor] {
+            let (reduced, finals) = explore(search::Search::bounded(k).with(reduction));
+            assert!(reduced.complete, "K={k} {reduction:?}");
+            assert_eq!(finals, plain_finals, "K={k} {reduction:?}");
+            assert!(
+                reduced.schedules <= plain.schedules,
+                "K={k} {reduction:?}: {} vs {}",
+                reduced.schedules,
+                plain.schedules
+            );
         }
     }
 }
@@ -325,4 +445,79 @@ fn minimized_flagship_leak_replays_and_does_not_leak_after_the_fix() {
         Outcome::Ok,
         "pr-8095 under the minimized schedule"
     );
+}
+
+/// Replays a schedule and notes the decisions that were preemptions.
+struct Preemptions {
+    inner: Replay,
+    at: Rc<std::cell::RefCell<Vec<usize>>>,
+    decisions: usize,
+}
+
+impl lbsim::sim::strategy::Strategy for Preemptions {
+    fn new_execution(&mut self, seed: u64) {
+        self.inner.new_execution(seed);
+    }
+    fn next_task(
+        &mut self,
+        point: &lbsim::sim::strategy::Point<'_>,
+    ) -> lbsim::sim::strategy::Decision {
+        use lbsim::sim::strategy::Choice;
+        let d = self.inner.next_task(point);
+        let preempts = match d.choice {
+            Choice::Task(t) => point.current.is_some_and(|c| c != t),
+            Choice::Timer => {
+                point.current.is_some() || point.next_timer.is_some_and(|n| n > point.now)
+            }
+        };
+        if preempts {
+            self.at.borrow_mut().push(self.decisions);
+        }
+        self.decisions += 1;
+        d
+    }
+    fn choose(&mut self, n: usize) -> usize {
+        self.decisions += 1;
+        self.inner.choose(n)
+    }
+    fn name(&self) -> String {
+        "preemptions".into()
+    }
+}
+
+#[test]
+fn dpor_finds_the_explored_leak_below_the_prefix_before_its_first_preemption() {
+    // Every decision of the pinned leak up to its first preemption is
+    // fixed; below that point DPOR must find a leak with two preemptions by
+    // itself (BPOR's conservative points are needed for that).
+    let scenario = Scenario::load("scenarios/close_race_minimal.toml").unwrap();
+    let model = GrpcModel::new(&scenario);
+    let schedule = lbsim::sim::Schedule::parse(EXPLORED_LEAK).unwrap();
+    let cfg = model.run_config(schedule.seed);
+    let at = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut sim = Sim::new(Box::new(Preemptions {
+        inner: Replay::new(schedule.clone()),
+        at: at.clone(),
+        decisions: 0,
+    }));
+    assert_eq!(
+        model.run_report(Variant::Pre8095, &mut sim, &cfg).0.outcome,
+        Outcome::Leak
+    );
+    let first = at.borrow()[0];
+    let how = search::Search {
+        prefix: schedule.steps[..first].iter().map(|s| s.kind).collect(),
+        choice_bound: Some(0),
+        ..search::Search::bounded(2).with(Reduction::Dpor)
+    };
+    let ex = search::explore(how, None, None, 1, &cfg, |sim, cfg| {
+        model.run_report(Variant::Pre8095, sim, cfg).0
+    });
+    assert!(ex.complete);
+    assert!(
+        ex.count(Outcome::Leak) > 0,
+        "{} schedules, no leak",
+        ex.schedules
+    );
+    assert_eq!(ex.failures[0].preemptions, 2);
 }

@@ -14,7 +14,7 @@ use lbsim::grpc::{
     ConnectivityState, Endpoint, ErrPicker, GrpcError, Lifecycle, NewSubConnOptions, PickError,
     Registry, ResolverState, SubConn, Variant,
 };
-use lbsim::sim::strategy::{Dfs, RandomStrategy};
+use lbsim::sim::strategy::{Dfs, RandomStrategy, Reduction};
 use lbsim::sim::{self, Event, Outcome, RunConfig, RunReport, Sim, Strategy};
 
 const CACHE_TIMEOUT: u64 = 15 * 60 * sim::SEC;
@@ -300,21 +300,23 @@ fn group_remove_racing_close_never_leaks_after_the_fix() {
 }
 
 #[test]
-fn sleep_sets_keep_every_outcome_of_the_group_race() {
-    // The reduction skips reorderings of commuting steps; what the schedules
+fn reductions_keep_every_outcome_of_the_group_race() {
+    // A reduction skips reorderings of commuting steps; what the schedules
     // can end in (leak or not, what stays unclosed, whether and when the
     // child was cached) must be the same as in the plain bounded search.
     for variant in [Variant::Pre8095, Variant::Pr8095] {
-        let pruned = explore_group(variant, Dfs::new(Some(1)));
         let plain = explore_group(variant, Dfs::without_pruning(Some(1)));
         let kinds = |v: &[Observed]| v.iter().map(|o| format!("{o:?}")).collect::<BTreeSet<_>>();
-        assert_eq!(kinds(&pruned), kinds(&plain), "{variant}");
-        assert!(
-            pruned.len() < plain.len(),
-            "{variant}: {} pruned vs {} plain schedules",
-            pruned.len(),
-            plain.len()
-        );
+        for reduction in [Reduction::SleepSets, Reduction::Dpor] {
+            let reduced = explore_group(variant, Dfs::with_reduction(Some(1), reduction));
+            assert_eq!(kinds(&reduced), kinds(&plain), "{variant} {reduction:?}");
+            assert!(
+                reduced.len() < plain.len(),
+                "{variant} {reduction:?}: {} vs {} plain schedules",
+                reduced.len(),
+                plain.len()
+            );
+        }
     }
 }
 

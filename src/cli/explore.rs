@@ -16,7 +16,8 @@ use crate::experiment::search::{self, Exploration};
 use crate::grpc::Variant;
 use crate::scenario::Scenario;
 use crate::scenario::driver::GrpcModel;
-use crate::sim::Outcome;
+use crate::sim::strategy::Reduction;
+use crate::sim::{Outcome, Schedule};
 
 use super::FailOn;
 
@@ -55,10 +56,19 @@ pub struct ExploreArgs {
     /// first alternative [default: all enumerated].
     #[arg(long)]
     pub choice_bound: Option<u32>,
-    /// Explore every schedule within the bound, without the sleep-set
-    /// reduction (slower; for checking the reduction).
+    /// How reorderings of explored schedules are skipped: `dpor` tries an
+    /// alternative only where an explored execution has a race that needs
+    /// it, plus sleep sets; `sleep-sets` tries every alternative whose task
+    /// is awake; `none` explores every schedule within the bounds (slowest;
+    /// for checking the others).
+    #[arg(long, value_enum, default_value_t = ReductionArg::Dpor)]
+    pub reduction: ReductionArg,
+    /// Explore only the schedules that begin with this schedule's decisions
+    /// (as `replay --schedule` takes it; its preemptions count towards the
+    /// bound, its seed is the runs' seed unless `--seed` is given): for
+    /// example, everything within the bound around a failure's prefix.
     #[arg(long)]
-    pub no_prune: bool,
+    pub prefix: Option<String>,
     /// Failing schedules to print in full (all are counted).
     #[arg(long, default_value_t = 3)]
     pub show: usize,
@@ -67,17 +77,42 @@ pub struct ExploreArgs {
     pub fail_on: Vec<FailOn>,
 }
 
+/// `--reduction`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ReductionArg {
+    Dpor,
+    SleepSets,
+    None,
+}
+
+impl From<ReductionArg> for Reduction {
+    fn from(r: ReductionArg) -> Self {
+        match r {
+            ReductionArg::Dpor => Reduction::Dpor,
+            ReductionArg::SleepSets => Reduction::SleepSets,
+            ReductionArg::None => Reduction::None,
+        }
+    }
+}
+
 pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
     let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
     let model = GrpcModel::new(&scenario);
-    let seed = args.seed.unwrap_or(scenario.run.seed);
+    let prefix = match &args.prefix {
+        Some(text) => Some(Schedule::parse(text).map_err(|e| anyhow!("--prefix: {e}"))?),
+        None => None,
+    };
+    let seed = args
+        .seed
+        .or(prefix.as_ref().map(|p| p.seed))
+        .unwrap_or(scenario.run.seed);
     let cfg = model.run_config(seed);
-    let mut how = search::Search::bounded(args.preemption_bound);
-    if args.no_prune {
-        how = how.unpruned();
-    }
+    let mut how = search::Search::bounded(args.preemption_bound).with(args.reduction.into());
     how.choice_bound = args.choice_bound;
+    how.prefix = prefix
+        .map(|p| p.steps.iter().map(|s| s.kind).collect())
+        .unwrap_or_default();
     super::run::install_ctrlc();
     how.stop = Some(&super::run::STOP);
     // On a terminal: schedules so far, their rate, failures and redundant
@@ -158,13 +193,15 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
         "longest run: {} decisions; most preemptions used: {}\n",
         ex.max_steps, ex.max_preemptions
     ));
-    if ex.pruning {
-        s.push_str(&format!(
-            "sleep sets: {} alternatives pruned, {} executions found redundant\n",
-            ex.pruned, ex.redundant
-        ));
+    if ex.reduction == Reduction::None {
+        s.push_str("reduction: none\n");
     } else {
-        s.push_str("sleep sets: off (--no-prune)\n");
+        s.push_str(&format!(
+            "reduction: {}; {} alternatives pruned (task asleep), {} executions found redundant\n",
+            ex.reduction.as_str(),
+            ex.pruned,
+            ex.redundant
+        ));
     }
     let outcomes: Vec<String> = ex
         .outcomes
@@ -183,9 +220,10 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
     for f in &ex.failures {
         let text = f.schedule.to_string();
         s.push_str(&format!(
-            "\n{} at schedule #{} ({} preemptions)\n  schedule: {text}\n  {}\n",
+            "\n{} at schedule #{} after {:.1} s ({} preemptions)\n  schedule: {text}\n  {}\n",
             f.outcome,
             f.index,
+            f.after.as_secs_f64(),
             f.preemptions,
             replay_command(&args.scenario, variant, &text)
         ));
@@ -208,6 +246,7 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
             serde_json::json!({
                 "outcome": f.outcome.as_str(),
                 "index": f.index,
+                "after_s": f.after.as_secs_f64(),
                 "preemptions": f.preemptions,
                 "schedule": text,
                 "replay": replay_command(&args.scenario, variant, &text),
@@ -235,7 +274,7 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "max_steps": ex.max_steps,
         "elapsed_s": ex.elapsed.as_secs_f64(),
         "schedules_per_s": ex.per_second(),
-        "pruning": ex.pruning,
+        "reduction": ex.reduction.as_str(),
         "pruned_alternatives": ex.pruned,
         "redundant_executions": ex.redundant,
     });

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::sim::TaskId;
 use crate::sim::schedule::{Schedule, Step, StepKind};
-use crate::sim::strategy::{Choice, Decision, Dfs, Point, Strategy};
+use crate::sim::strategy::{Choice, Decision, Dfs, Point, Reduction, Strategy};
 use crate::sim::{Outcome, RunConfig, RunReport, Sim};
 
 /// One failing schedule found by [`explore`].
@@ -20,6 +20,8 @@ pub struct Found {
     pub outcome: Outcome,
     /// Index (0-based) of the schedule among those explored.
     pub index: u64,
+    /// Time from the start of the search to the end of this schedule.
+    pub after: Duration,
     pub preemptions: u64,
     pub schedule: Schedule,
 }
@@ -29,8 +31,8 @@ pub struct Found {
 pub struct Exploration {
     /// Schedules executed to the end.
     pub schedules: u64,
-    /// Sleep sets were used.
-    pub pruning: bool,
+    /// The reduction used.
+    pub reduction: Reduction,
     /// Executions found to be reorderings of schedules already explored
     /// (finished without branching; not counted in `schedules`).
     pub redundant: u64,
@@ -70,36 +72,40 @@ impl Exploration {
 }
 
 /// How [`explore`] searches.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Search {
     /// Most preemptions per schedule (`None`: unbounded).
     pub bound: Option<u32>,
-    /// Use sleep sets (see [`Dfs`]); the model must be race-free outside
-    /// kernel objects.
-    pub prune: bool,
+    /// How redundant reorderings are skipped (see [`Dfs`]); any reduction
+    /// assumes the model is race-free outside kernel objects.
+    pub reduction: Reduction,
     /// Most model choices (select case, map order) per schedule other than
     /// the first alternative (`None`: all enumerated).
     pub choice_bound: Option<u32>,
     /// Checked between runs: once set, the search stops and reports what it
     /// has, marked interrupted (Ctrl-C).
     pub stop: Option<&'static AtomicBool>,
+    /// Decisions every explored schedule starts with (empty: none).
+    pub prefix: Vec<StepKind>,
 }
 
 impl Search {
     pub fn bounded(bound: u32) -> Self {
         Search {
             bound: Some(bound),
-            prune: true,
+            reduction: Reduction::Dpor,
             choice_bound: None,
             stop: None,
+            prefix: Vec::new(),
         }
     }
 
     pub fn unpruned(self) -> Self {
-        Search {
-            prune: false,
-            ..self
-        }
+        self.with(Reduction::None)
+    }
+
+    pub fn with(self, reduction: Reduction) -> Self {
+        Search { reduction, ..self }
     }
 }
 
@@ -122,14 +128,12 @@ pub fn explore(
         record: true,
         ..cfg.clone()
     };
-    let dfs = if search.prune {
-        Dfs::new(search.bound)
-    } else {
-        Dfs::without_pruning(search.bound)
-    };
-    let mut sim = Sim::new(Box::new(dfs.with_choice_bound(search.choice_bound)));
+    let dfs = Dfs::with_reduction(search.bound, search.reduction)
+        .with_choice_bound(search.choice_bound)
+        .with_prefix(search.prefix.clone());
+    let mut sim = Sim::new(Box::new(dfs));
     let mut ex = Exploration {
-        pruning: search.prune,
+        reduction: search.reduction,
         ..Exploration::default()
     };
     let mut executions = 0u64;
@@ -150,6 +154,7 @@ pub fn explore(
         if report.outcome.is_failure() && ex.failures.len() < keep {
             ex.failures.push(Found {
                 outcome: report.outcome,
+                after: start.elapsed(),
                 index: ex.schedules,
                 preemptions: report.preemptions,
                 schedule: report.schedule.clone().expect("recording was on"),

@@ -346,6 +346,7 @@ impl State {
             TimerAction::Wake(t) => {
                 self.trace_event(Op::TimerFire, obj, None);
                 self.wake(t);
+                self.strategy.timer_woke(t);
                 None
             }
             TimerAction::Spawn {
@@ -356,6 +357,7 @@ impl State {
             } => {
                 fired.set(true);
                 let id = self.spawn_task(name, creator);
+                self.strategy.timer_woke(id);
                 let (time, task) = (self.now, Some(id));
                 if let Some(tr) = &mut self.trace {
                     tr.push(TraceEvent {

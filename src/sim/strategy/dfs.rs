@@ -10,33 +10,54 @@
 //! of them may differ from the first alternative (the first ready case, the
 //! first order), for spaces where those choices multiply everything.
 //!
-//! **Sleep sets** (Godefroid's partial-order reduction), on by default. The
-//! kernel reports the footprint of every step: the objects it used and how
-//! (see [`Strategy::step_footprint`]). Two steps of different tasks commute
+//! Three reductions ([`Reduction`]) skip schedules that only reorder
+//! commuting steps of ones already explored. All rest on the footprint the
+//! kernel reports for every step: the objects it used and how (see
+//! [`Strategy::step_footprint`]). Two steps of different tasks commute
 //! unless they use one object in conflicting ways (anything but two reads
-//! or two additions). After the subtree of task `a` at a point is explored,
-//! `a` sleeps in its later siblings' subtrees until some step that does not
-//! commute with `a`'s step runs; a sleeping task is not scheduled, because
-//! every schedule that runs it there is a reordering of one already explored.
-//! When every alternative at a point sleeps, the rest of that execution is
-//! redundant: it finishes without branching (so the model shuts down and
-//! frees what it holds) and is reported as redundant, not as a schedule. Firing a timer moves time and wakes
-//! or starts tasks, so it commutes with nothing.
+//! or two additions). Firing a timer moves time and wakes or starts tasks,
+//! so it commutes with nothing.
+//!
+//! **Sleep sets** (Godefroid). After the subtree of task `a` at a point is
+//! explored, `a` sleeps in its later siblings' subtrees until some step that
+//! does not commute with `a`'s step runs; a sleeping task is not scheduled,
+//! because every schedule that runs it there is a reordering of one already
+//! explored. When every alternative at a point sleeps, the rest of that
+//! execution is redundant: it finishes without branching (so the model
+//! shuts down and frees what it holds) and is reported as redundant, not as
+//! a schedule.
+//!
+//! **Dynamic partial-order reduction** (Flanagan and Godefroid, POPL 2005),
+//! the default, with the sleep sets on top. A point starts with only its
+//! first alternative to explore. After each execution, its steps get vector
+//! clocks: a step happens after its task's previous step, after the step
+//! that spawned or woke its task, and after every earlier step it conflicts
+//! with. Two conflicting steps of different tasks that are not ordered
+//! otherwise race; the race is reversed by trying the later step's task at
+//! the earlier step's point (or, if it could not run there, the first later
+//! step that does not depend on the earlier one; failing that, every
+//! alternative). Under a preemption bound, reversing at that point may be a
+//! preemption the budget cannot pay while switching where the earlier
+//! step's task was last switched to is free, so the task is also tried
+//! there, or every alternative if it could not run there (the conservative
+//! points of BPOR, Coons, Musuvathi and McKinley, OOPSLA 2013). Without
+//! them, a search below the prefix of the `pre-8095` leak that `explore`
+//! found missed it; with them it finds it.
 //!
 //! Footprints are observed, not predicted: a sleeping task's entry carries
 //! the footprint its step had when it was explored, which stays valid while
 //! only commuting steps run. Reads of model state outside kernel objects are
 //! assumed to be protected by kernel objects (the Go code is race-free).
-//! With a preemption bound, a reordering that sleep sets rely on can cost a
-//! different number of preemptions (Coons, Musuvathi and McKinley, OOPSLA
-//! 2013), so a pruned search is checked against the unpruned one on small
-//! models in the tests.
+//! Under a preemption bound neither reduction is proven complete (a
+//! reordering can cost a different number of preemptions), so both are
+//! checked against the plain search on small models in the tests.
 
 use std::rc::Rc;
 
 use super::{Choice, Decision, Point, Strategy};
 use crate::sim::TaskId;
-use crate::sim::task::{Access, Use};
+use crate::sim::schedule::StepKind;
+use crate::sim::task::{Access, ObjId, Use};
 
 /// How one step used objects: one entry per object, sorted by object;
 /// `None` when unknown (the step then commutes with nothing).
@@ -107,6 +128,8 @@ fn union(into: &mut Footprint, more: &Footprint) {
 struct Frame {
     /// Alternatives at this point, non-preempting one first.
     alternatives: Vec<Alt>,
+    /// What the search has done with each alternative.
+    marks: Vec<Mark>,
     chosen: usize,
     /// Preemptions spent before this frame.
     spent_before: u32,
@@ -119,6 +142,44 @@ struct Frame {
     /// Footprint of the chosen alternative's step (union over the
     /// executions that passed through it).
     footprint: Footprint,
+    /// The chosen step as the race analysis saw it (scheduling frames of
+    /// the current execution that have been analysed).
+    step: Option<StepInfo>,
+}
+
+/// Search state of one alternative at a point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    /// Not (yet) needed: no race asks for it (dynamic partial-order
+    /// reduction only; the other reductions mark every alternative `Todo`).
+    Idle,
+    /// To be explored.
+    Todo,
+    /// Explored, or skipped because its task slept.
+    Done,
+}
+
+/// Which reduction [`Dfs`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// Every schedule within the bounds.
+    #[default]
+    None,
+    /// Every alternative is tried unless its task sleeps.
+    SleepSets,
+    /// An alternative is tried only where a race in an explored execution
+    /// asks for it (and its task is awake).
+    Dpor,
+}
+
+impl Reduction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reduction::None => "none",
+            Reduction::SleepSets => "sleep-sets",
+            Reduction::Dpor => "dpor",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,12 +200,103 @@ impl Alt {
     }
 }
 
+/// One analysed step: who took it, its footprint, and its vector clock
+/// (for each actor, how many of its steps happen before or at this one).
+#[derive(Clone, Debug)]
+struct StepInfo {
+    actor: u32,
+    /// 1-based index of this step among its actor's steps.
+    seq: u32,
+    fp: Shared,
+    /// The actor's previous step (frame index).
+    prev_same: Option<u32>,
+    /// First frame of the run of consecutive steps by this actor that
+    /// contains this one (where the search switched to it).
+    block_start: u32,
+    clock: Vec<u32>,
+}
+
+/// The actor of a scheduling alternative: the timer queue is actor 0, task
+/// `t` is actor `t + 1`.
+fn actor_of(choice: Choice) -> u32 {
+    match choice {
+        Choice::Timer => 0,
+        Choice::Task(t) => t.0 + 1,
+    }
+}
+
+/// Happens-before: `clock` covers step `seq` of `actor`.
+fn covers(clock: &[u32], actor: u32, seq: u32) -> bool {
+    clock.get(actor as usize).is_some_and(|&c| c >= seq)
+}
+
+fn join(into: &mut Vec<u32>, other: &[u32]) {
+    if into.len() < other.len() {
+        into.resize(other.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(other) {
+        *a = (*a).max(*b);
+    }
+}
+
+const SEED_MUL: u64 = 0x517c_c1b7_2722_0a95;
+
+/// A fixed, seedless hasher for object ids: lookups only, never iterated.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(SEED_MUL);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(SEED_MUL);
+    }
+}
+
+type IdMap<V> = std::collections::HashMap<ObjId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// When a task last could run, and what made it runnable then (frames).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    last: Option<u32>,
+    enabler: Option<u32>,
+}
+
+/// Incremental race analysis of the current execution (dynamic
+/// partial-order reduction): the frames below `analysed` have their
+/// [`StepInfo`] and are entered in the logs. Backtracking rolls it back.
+#[derive(Default)]
+struct Races {
+    analysed: usize,
+    /// Per object, the analysed steps that used it, in order.
+    logs: IdMap<Vec<(u32, Access)>>,
+    /// Analysed steps with an unknown footprint (they conflict with all).
+    opaque: Vec<u32>,
+    /// Per actor, its last analysed step.
+    last_of: Vec<Option<u32>>,
+    /// Per task: the last analysed frame where it could run, and the step
+    /// that made it runnable there (it was spawned or woken by that step,
+    /// so its next step cannot come before it).
+    seen: Vec<Seen>,
+    /// Tasks woken or started by a timer that fired by itself (nothing
+    /// could run) after the step of a frame, in this execution.
+    timer_woken: Vec<(u32, TaskId)>,
+    /// Entries of `seen` changed by each frame, to undo on rollback.
+    undo: Vec<(u32, u32, Seen)>,
+}
+
 pub struct Dfs {
     bound: Option<u32>,
     choice_bound: Option<u32>,
     /// Non-first model choices made so far in this execution.
     choices: u32,
-    prune: bool,
+    reduction: Reduction,
     stack: Vec<Frame>,
     depth: usize,
     spent: u32,
@@ -162,17 +314,29 @@ pub struct Dfs {
     executions: u64,
     /// Alternatives within the bound not explored because their task slept.
     pruned: u64,
+    races: Races,
+    /// Decisions every schedule starts with (see [`Dfs::with_prefix`]).
+    prefix: Vec<StepKind>,
 }
 
 impl Dfs {
-    /// `bound`: maximum preemptions per schedule (`None` = unbounded). Sleep
-    /// sets are on; see [`Dfs::without_pruning`].
+    /// `bound`: maximum preemptions per schedule (`None` = unbounded), with
+    /// sleep sets.
     pub fn new(bound: Option<u32>) -> Self {
+        Dfs::with_reduction(bound, Reduction::SleepSets)
+    }
+
+    /// The plain bounded search, every schedule within the bound.
+    pub fn without_pruning(bound: Option<u32>) -> Self {
+        Dfs::with_reduction(bound, Reduction::None)
+    }
+
+    pub fn with_reduction(bound: Option<u32>, reduction: Reduction) -> Self {
         Dfs {
             bound,
             choice_bound: None,
             choices: 0,
-            prune: true,
+            reduction,
             stack: Vec::new(),
             depth: 0,
             spent: 0,
@@ -183,15 +347,50 @@ impl Dfs {
             coasting: false,
             executions: 0,
             pruned: 0,
+            races: Races::default(),
+            prefix: Vec::new(),
         }
     }
 
-    /// The plain bounded search, every schedule within the bound.
-    pub fn without_pruning(bound: Option<u32>) -> Self {
-        Dfs {
-            prune: false,
-            ..Dfs::new(bound)
-        }
+    /// Explores only the schedules that start with these decisions (as
+    /// recorded in a [`crate::sim::Schedule`]); their preemptions count
+    /// towards the bound. A decision that is not possible ends the prefix.
+    pub fn with_prefix(self, prefix: Vec<StepKind>) -> Self {
+        Dfs { prefix, ..self }
+    }
+
+    /// At a new frame inside the prefix: only the recorded alternative is
+    /// explored. False if the frame is past the prefix or the recorded
+    /// decision is not among its alternatives.
+    fn force(&mut self, index: usize) -> bool {
+        let Some(&want) = self.prefix.get(index) else {
+            return false;
+        };
+        let f = &mut self.stack[index];
+        let Some(k) = f.alternatives.iter().position(|a| match (a, want) {
+            (Alt::Pick(k), StepKind::Choose(w)) => *k == w as usize,
+            (
+                Alt::Sched {
+                    choice: Choice::Timer,
+                    ..
+                },
+                StepKind::Timer,
+            ) => true,
+            (
+                Alt::Sched {
+                    choice: Choice::Task(t),
+                    ..
+                },
+                StepKind::Task(w),
+            ) => t.0 == w,
+            _ => false,
+        }) else {
+            self.prefix.truncate(index);
+            return false;
+        };
+        f.marks.fill(Mark::Done);
+        f.chosen = k;
+        true
     }
 
     /// At most `c` model choices per schedule other than the first
@@ -208,6 +407,10 @@ impl Dfs {
         self.executions
     }
 
+    fn prune(&self) -> bool {
+        self.reduction != Reduction::None
+    }
+
     fn allowed(&self, f: &Frame, alt: Alt) -> bool {
         match alt {
             Alt::Sched { preempts: true, .. } => self.bound.is_none_or(|b| f.spent_before < b),
@@ -221,22 +424,32 @@ impl Dfs {
             .is_some_and(|t| frame.sleep.iter().any(|(s, _)| *s == t))
     }
 
-    /// First alternative at or after `from` that is within the bound and
-    /// awake; counts the sleeping ones skipped.
-    fn next_alternative(&mut self, index: usize, from: usize) -> Option<usize> {
-        let f = &self.stack[index];
+    /// The next alternative to explore at frame `index`: the first one
+    /// marked `Todo` that is within the bound and awake. Sleeping ones are
+    /// marked done and counted as pruned.
+    fn next_alternative(&mut self, index: usize) -> Option<usize> {
         let mut pruned = 0;
         let mut found = None;
-        for (i, &alt) in f.alternatives.iter().enumerate().skip(from) {
-            if !self.allowed(f, alt) {
+        let f = &self.stack[index];
+        let mut slept = Vec::new();
+        for (i, &alt) in f.alternatives.iter().enumerate() {
+            if f.marks[i] != Mark::Todo || !self.allowed(f, alt) {
                 continue;
             }
             if Self::asleep(f, alt) {
                 pruned += 1;
+                slept.push(i);
                 continue;
             }
             found = Some(i);
             break;
+        }
+        let f = &mut self.stack[index];
+        for i in slept {
+            f.marks[i] = Mark::Done;
+        }
+        if let Some(i) = found {
+            f.marks[i] = Mark::Done;
         }
         self.pruned += pruned;
         found
@@ -244,14 +457,28 @@ impl Dfs {
 
     /// Moves to the next schedule; false if none is left.
     fn backtrack(&mut self) -> bool {
-        while let Some(top) = self.stack.last_mut() {
+        while let Some(top) = self.stack.last() {
+            let index = self.stack.len() - 1;
+            // The step that contains this frame changes or goes.
+            let owner = if top
+                .alternatives
+                .first()
+                .is_some_and(|a| matches!(a, Alt::Pick(_)))
+            {
+                (0..index)
+                    .rev()
+                    .find(|&i| matches!(self.stack[i].alternatives[0], Alt::Sched { .. }))
+                    .unwrap_or(0)
+            } else {
+                index
+            };
+            self.rollback(owner);
+            let top = &mut self.stack[index];
             if let Some(t) = top.alternatives.get(top.chosen).and_then(|a| a.task()) {
                 let fp = top.footprint.replace(Vec::new());
                 top.done.push((t, fp.map(Rc::from)));
             }
-            let index = self.stack.len() - 1;
-            let from = self.stack[index].chosen + 1;
-            if let Some(next) = self.next_alternative(index, from) {
+            if let Some(next) = self.next_alternative(index) {
                 self.stack[index].chosen = next;
                 return true;
             }
@@ -277,7 +504,14 @@ impl Dfs {
     }
 
     fn push_frame(&mut self, alternatives: Vec<Alt>, sleep: Vec<(TaskId, Shared)>) {
+        let pick = matches!(alternatives.first(), Some(Alt::Pick(_)));
+        let mark = if pick || self.reduction != Reduction::Dpor {
+            Mark::Todo
+        } else {
+            Mark::Idle
+        };
         self.stack.push(Frame {
+            marks: vec![mark; alternatives.len()],
             alternatives,
             chosen: 0,
             spent_before: self.spent,
@@ -285,7 +519,25 @@ impl Dfs {
             sleep,
             done: Vec::new(),
             footprint: Some(Vec::new()),
+            step: None,
         });
+    }
+
+    /// Chooses the first alternative at the new frame `index`: with DPOR
+    /// the first one within the bound that is awake; otherwise the first
+    /// marked one.
+    fn first_alternative(&mut self, index: usize) -> Option<usize> {
+        if self.reduction == Reduction::Dpor {
+            let f = &self.stack[index];
+            let first = (0..f.alternatives.len()).find(|&i| {
+                let alt = f.alternatives[i];
+                self.allowed(f, alt) && !Self::asleep(f, alt)
+            })?;
+            self.stack[index].marks[first] = Mark::Done;
+            Some(first)
+        } else {
+            self.next_alternative(index)
+        }
     }
 
     fn take(&mut self) -> Alt {
@@ -299,6 +551,347 @@ impl Dfs {
         }
         alt
     }
+
+    /// Asks for `actor`, whose step at frame `at` races with the step at
+    /// frame `index`, to be tried at `index`. If its task could not run
+    /// there, the first later step that does not depend on the step at
+    /// `index` is asked for instead (it can run there and starts a
+    /// reordering that leads to the race's reversal); failing that, every
+    /// alternative.
+    fn request(&mut self, index: usize, actor: u32, at: usize) {
+        if self.mark(index, actor) {
+            return;
+        }
+        let (a, seq) = {
+            let s = self.stack[index].step.as_ref().expect("analysed");
+            (s.actor, s.seq)
+        };
+        let first = (index + 1..at.min(self.stack.len())).find_map(|k| {
+            let s = self.stack[k].step.as_ref()?;
+            (!covers(&s.clock, a, seq)).then_some(s.actor)
+        });
+        if first.is_some_and(|f| self.mark(index, f)) {
+            return;
+        }
+        self.mark_all(index);
+    }
+
+    fn mark_all(&mut self, index: usize) {
+        for mark in self.stack[index].marks.iter_mut() {
+            if *mark == Mark::Idle {
+                *mark = Mark::Todo;
+            }
+        }
+    }
+
+    /// Marks `actor`'s alternative at frame `index` to be explored, unless
+    /// it already is or was; false if it has none there.
+    fn mark(&mut self, index: usize, actor: u32) -> bool {
+        let f = &mut self.stack[index];
+        for (alt, mark) in f.alternatives.iter().zip(f.marks.iter_mut()) {
+            if let Alt::Sched { choice, .. } = alt
+                && actor_of(*choice) == actor
+            {
+                if *mark == Mark::Idle {
+                    *mark = Mark::Todo;
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A step of `actor` whose required past is covered by `clock` races
+    /// with the latest earlier step (before frame `before`) of another
+    /// actor that it conflicts with and that does not happen before it:
+    /// `actor` is requested at that step's point, and at the start of that
+    /// step's block (BPOR's conservative point: `actor` if it could run
+    /// there, else every alternative).
+    fn race(&mut self, actor: u32, clock: &[u32], fp: Option<&[Use]>, before: usize) {
+        let concurrent = |stack: &[Frame], i: u32| {
+            let s = stack[i as usize].step.as_ref().expect("analysed");
+            s.actor != actor && !covers(clock, s.actor, s.seq)
+        };
+        let mut latest: Option<u32> = None;
+        match fp {
+            None => {
+                latest = (0..before as u32)
+                    .rev()
+                    .find(|&i| self.stack[i as usize].step.is_some() && concurrent(&self.stack, i));
+            }
+            Some(uses) => {
+                for u in uses {
+                    let Some(log) = self.races.logs.get(&u.obj) else {
+                        continue;
+                    };
+                    for &(i, access) in log.iter().rev() {
+                        if latest.is_some_and(|l| i <= l) {
+                            break;
+                        }
+                        let other = Use { obj: u.obj, access };
+                        if other.conflicts(*u) && concurrent(&self.stack, i) {
+                            latest = Some(i);
+                            break;
+                        }
+                        if access == Access::Write {
+                            // Everything earlier on this object that
+                            // conflicts happens before this write.
+                            break;
+                        }
+                    }
+                }
+                if let Some(&o) = self.races.opaque.last()
+                    && latest.is_none_or(|l| o > l)
+                    && concurrent(&self.stack, o)
+                {
+                    latest = Some(o);
+                }
+            }
+        }
+        if let Some(i) = latest {
+            let start = self.stack[i as usize]
+                .step
+                .as_ref()
+                .expect("analysed")
+                .block_start;
+            self.request(i as usize, actor, before);
+            if start != i && !self.mark(start as usize, actor) {
+                self.mark_all(start as usize);
+            }
+        }
+    }
+
+    /// Enters the frames of this execution not yet analysed into the race
+    /// analysis and asks for the alternatives their races need.
+    fn analyse(&mut self) {
+        let end = self.stack.len();
+        let mut prev_sched: Option<usize> = (0..self.races.analysed)
+            .rev()
+            .find(|&i| self.stack[i].step.is_some());
+        while self.races.analysed < end {
+            let j = self.races.analysed;
+            self.races.analysed += 1;
+            let Alt::Sched { choice, .. } = self.stack[j].alternatives[self.stack[j].chosen] else {
+                continue;
+            };
+            // A task that could run here but not at the previous step was
+            // spawned or woken by that step.
+            let before = prev_sched.map(|p| p as u32);
+            for alt in &self.stack[j].alternatives {
+                if let Some(t) = alt.task() {
+                    let t = t.index();
+                    if self.races.seen.len() <= t {
+                        self.races.seen.resize(t + 1, Seen::default());
+                    }
+                    let old = self.races.seen[t];
+                    self.races.undo.push((j as u32, t as u32, old));
+                    let enabler = if old.last.is_some() && old.last == before {
+                        old.enabler
+                    } else if before
+                        .is_some_and(|b| self.races.timer_woken.contains(&(b, TaskId(t as u32))))
+                    {
+                        // The step did not wake it: time passed once
+                        // nothing could run, and a timer did.
+                        None
+                    } else {
+                        before
+                    };
+                    self.races.seen[t] = Seen {
+                        last: Some(j as u32),
+                        enabler,
+                    };
+                }
+            }
+            let actor = actor_of(choice);
+            if self.races.last_of.len() <= actor as usize {
+                self.races.last_of.resize(actor as usize + 1, None);
+            }
+            let prev_same = self.races.last_of[actor as usize];
+            // What this actor's own past covers: its previous step and the
+            // step that spawned or woke it.
+            let mut clock = self.own_past(actor);
+            let seq = prev_same.map_or(1, |p| {
+                self.stack[p as usize].step.as_ref().expect("analysed").seq + 1
+            });
+            // A timer fire moves time and wakes or starts tasks: it
+            // conflicts with every step.
+            let fp: Shared = match choice {
+                Choice::Timer => None,
+                Choice::Task(_) => self.stack[j].footprint.as_deref().map(Rc::from),
+            };
+            self.race(actor, &clock, fp.as_deref(), j);
+            // The clock: joined with every earlier step this one conflicts
+            // with (the last write and later conflicting uses per object).
+            match fp.as_deref() {
+                None => {
+                    for p in self.races.last_of.iter().flatten() {
+                        join(
+                            &mut clock,
+                            &self.stack[*p as usize]
+                                .step
+                                .as_ref()
+                                .expect("analysed")
+                                .clock,
+                        );
+                    }
+                }
+                Some(uses) => {
+                    for u in uses {
+                        if let Some(log) = self.races.logs.get(&u.obj) {
+                            for &(i, access) in log.iter().rev() {
+                                if (Use { obj: u.obj, access }).conflicts(*u) {
+                                    join(
+                                        &mut clock,
+                                        &self.stack[i as usize]
+                                            .step
+                                            .as_ref()
+                                            .expect("analysed")
+                                            .clock,
+                                    );
+                                }
+                                if access == Access::Write {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if let Some(&o) = self.races.opaque.last() {
+                        join(
+                            &mut clock,
+                            &self.stack[o as usize]
+                                .step
+                                .as_ref()
+                                .expect("analysed")
+                                .clock,
+                        );
+                    }
+                }
+            }
+            if clock.len() <= actor as usize {
+                clock.resize(actor as usize + 1, 0);
+            }
+            clock[actor as usize] = seq;
+            match fp.as_deref() {
+                None => self.races.opaque.push(j as u32),
+                Some(uses) => {
+                    for u in uses {
+                        self.races
+                            .logs
+                            .entry(u.obj)
+                            .or_default()
+                            .push((j as u32, u.access));
+                    }
+                }
+            }
+            self.races.last_of[actor as usize] = Some(j as u32);
+            let block_start = match prev_sched {
+                Some(p) if self.stack[p].step.as_ref().expect("analysed").actor == actor => {
+                    self.stack[p].step.as_ref().expect("analysed").block_start
+                }
+                _ => j as u32,
+            };
+            self.stack[j].step = Some(StepInfo {
+                actor,
+                seq,
+                fp,
+                prev_same,
+                block_start,
+                clock,
+            });
+            prev_sched = Some(j);
+        }
+        // Tasks that could still run at the last point never took their
+        // next step; it may conflict with anything after their last one.
+        // (A redundant execution went on past its frames.)
+        if let Some(last) = prev_sched.filter(|_| !self.coasting) {
+            let f = &self.stack[last];
+            let waiting: Vec<TaskId> = f
+                .alternatives
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != f.chosen)
+                .filter_map(|(_, a)| a.task())
+                .collect();
+            for t in waiting {
+                let actor = t.0 + 1;
+                let clock = self
+                    .races
+                    .last_of
+                    .get(actor as usize)
+                    .copied()
+                    .flatten()
+                    .map(|p| {
+                        self.stack[p as usize]
+                            .step
+                            .as_ref()
+                            .expect("analysed")
+                            .clock
+                            .clone()
+                    })
+                    .unwrap_or_default();
+                self.race(actor, &clock, None, end);
+            }
+        }
+    }
+
+    /// The clock covering what must come before the next step of `actor`:
+    /// its previous step, and the step that spawned or woke it.
+    fn own_past(&self, actor: u32) -> Vec<u32> {
+        let clock_of = |f: u32| {
+            &self.stack[f as usize]
+                .step
+                .as_ref()
+                .expect("analysed")
+                .clock
+        };
+        let mut clock = self
+            .races
+            .last_of
+            .get(actor as usize)
+            .copied()
+            .flatten()
+            .map(|p| clock_of(p).clone())
+            .unwrap_or_default();
+        if actor > 0
+            && let Some(Seen {
+                enabler: Some(e), ..
+            }) = self.races.seen.get(actor as usize - 1)
+        {
+            join(&mut clock, clock_of(*e));
+        }
+        clock
+    }
+
+    /// Takes the frames from `to` up out of the race analysis.
+    fn rollback(&mut self, to: usize) {
+        while self.races.analysed > to {
+            self.races.analysed -= 1;
+            let j = self.races.analysed;
+            while let Some(&(frame, t, old)) = self.races.undo.last()
+                && frame as usize == j
+            {
+                self.races.seen[t as usize] = old;
+                self.races.undo.pop();
+            }
+            let f = &mut self.stack[j];
+            let Some(step) = f.step.take() else {
+                continue;
+            };
+            match step.fp.as_deref() {
+                None => {
+                    self.races.opaque.pop();
+                }
+                Some(uses) => {
+                    for u in uses {
+                        if let Some(log) = self.races.logs.get_mut(&u.obj) {
+                            log.pop();
+                        }
+                    }
+                }
+            }
+            self.races.last_of[step.actor as usize] = step.prev_same;
+        }
+    }
 }
 
 /// The choice of a redundant run finishing without branching: the running
@@ -311,6 +904,7 @@ fn coast(point: &Point<'_>) -> Decision {
 impl Strategy for Dfs {
     fn new_execution(&mut self, _seed: u64) {
         self.executions += 1;
+        self.races.timer_woken.clear();
         self.depth = 0;
         self.spent = 0;
         self.choices = 0;
@@ -327,6 +921,9 @@ impl Strategy for Dfs {
             // The last step ended the run; its footprint is unknown.
             self.stack[p].footprint = None;
         }
+        if self.reduction == Reduction::Dpor {
+            self.analyse();
+        }
         if !self.backtrack() {
             self.complete = true;
         }
@@ -337,7 +934,7 @@ impl Strategy for Dfs {
     }
 
     fn wants_footprints(&self) -> bool {
-        self.prune
+        self.prune()
     }
 
     fn step_footprint(&mut self, footprint: &[Use]) {
@@ -345,6 +942,22 @@ impl Strategy for Dfs {
         if self.depth == self.stack.len() {
             self.last_footprint.clear();
             self.last_footprint.extend_from_slice(footprint);
+        }
+    }
+
+    fn timer_woke(&mut self, task: TaskId) {
+        // Only fires that no frame chose matter (see `analyse`).
+        if self.reduction == Reduction::Dpor
+            && let Some(p) = self.last_sched
+            && !matches!(
+                self.stack[p].alternatives[self.stack[p].chosen],
+                Alt::Sched {
+                    choice: Choice::Timer,
+                    ..
+                }
+            )
+        {
+            self.races.timer_woken.push((p as u32, task));
         }
     }
 
@@ -365,7 +978,7 @@ impl Strategy for Dfs {
         // whose footprint is already there.
         let new_point = self.depth == self.stack.len();
         let mut fp = None;
-        if self.prune && !self.delivered {
+        if self.prune() && !self.delivered {
             if let (Some(p), true) = (self.last_sched, new_point) {
                 let uses = normalise(&self.last_footprint);
                 union(&mut self.stack[p].footprint, &Some(uses.clone()));
@@ -396,7 +1009,12 @@ impl Strategy for Dfs {
             };
             self.push_frame(alts, sleep);
             let index = self.stack.len() - 1;
-            match self.next_alternative(index, 0) {
+            let first = if self.force(index) {
+                Some(self.stack[index].chosen)
+            } else {
+                self.first_alternative(index)
+            };
+            match first {
                 Some(first) => self.stack[index].chosen = first,
                 None => {
                     // Everything here sleeps: nothing new below this point.
@@ -425,6 +1043,10 @@ impl Strategy for Dfs {
         }
         if self.depth == self.stack.len() {
             self.push_frame((0..n).map(Alt::Pick).collect(), Vec::new());
+            let index = self.stack.len() - 1;
+            if !self.force(index) {
+                self.stack[index].marks[0] = Mark::Done;
+            }
         }
         match self.take() {
             Alt::Pick(k) if k < n => k,

@@ -13,7 +13,7 @@ mod random;
 mod replay;
 mod timed;
 
-pub use dfs::Dfs;
+pub use dfs::{Dfs, Reduction};
 pub use pct::Pct;
 pub use random::RandomStrategy;
 pub use replay::Replay;
@@ -101,6 +101,9 @@ pub trait Strategy {
 
     /// `task` became runnable at virtual time `now` (spawned or woken).
     fn on_wake(&mut self, _task: TaskId, _now: u64) {}
+
+    /// A timer fired and woke or started `task` (after `on_wake`).
+    fn timer_woke(&mut self, _task: TaskId) {}
 
     /// `task` blocked or finished at virtual time `now`.
     fn on_block(&mut self, _task: TaskId, _now: u64) {}
