@@ -706,3 +706,35 @@ fn minimize_rejects_a_run_that_does_not_fail() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn explore_below_a_prefix_says_how_much_of_it_was_followed() {
+    let json = |prefix: &str| {
+        let out = run_ok(&[
+            "explore",
+            "scenarios/close_race_minimal.toml",
+            "--variant",
+            "pr-8095",
+            "--preemption-bound",
+            "0",
+            "--choice-bound",
+            "0",
+            "--prefix",
+            prefix,
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v
+    };
+    // The first 16 decisions of every schedule: main, then the tasks it
+    // starts, as the search itself takes them.
+    let whole = json("1:0*6.1*3.2*7");
+    assert_eq!(whole["prefix_decisions"], 16);
+    assert_eq!(whole["prefix_followed"], 16);
+    assert_eq!(whole["complete"], true);
+    // Task 99 does not exist: the prefix stops before it.
+    let cut = json("1:0*6.1*3.2*7.99");
+    assert_eq!(cut["prefix_decisions"], 17);
+    assert_eq!(cut["prefix_followed"], 16);
+}

@@ -174,6 +174,14 @@ fn replay_command(scenario: &Path, variant: Variant, schedule: &str) -> String {
     )
 }
 
+/// Decisions in `--prefix` (0 without one; it parsed before the search).
+fn prefix_len(args: &ExploreArgs) -> usize {
+    args.prefix
+        .as_deref()
+        .and_then(|p| Schedule::parse(p).ok())
+        .map_or(0, |p| p.steps.len())
+}
+
 fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> String {
     let mut s = format!(
         "scenario {name}, variant {variant}, preemption bound {}{}\n",
@@ -189,6 +197,18 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
         ex.elapsed.as_secs_f64(),
         ex.per_second()
     ));
+    let given = prefix_len(args);
+    if given > 0 {
+        s.push_str(&format!(
+            "prefix: the first {} of its {given} decisions fixed{}\n",
+            ex.prefix_followed,
+            if ex.prefix_followed < given {
+                " (the next one was not possible; the search went on from there)"
+            } else {
+                ""
+            }
+        ));
+    }
     s.push_str(&format!(
         "longest run: {} decisions; most preemptions used: {}\n",
         ex.max_steps, ex.max_preemptions
@@ -275,6 +295,8 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "elapsed_s": ex.elapsed.as_secs_f64(),
         "schedules_per_s": ex.per_second(),
         "reduction": ex.reduction.as_str(),
+        "prefix_decisions": prefix_len(args),
+        "prefix_followed": ex.prefix_followed,
         "pruned_alternatives": ex.pruned,
         "redundant_executions": ex.redundant,
     });

@@ -38,6 +38,9 @@ pub struct Exploration {
     pub redundant: u64,
     /// Alternatives within the bound skipped because their task slept.
     pub pruned: u64,
+    /// Decisions of [`Search::prefix`] the schedules followed: fewer than
+    /// given if one was not possible.
+    pub prefix_followed: usize,
     /// The whole space within the bound was explored.
     pub complete: bool,
     /// Stopped by [`Search::stop`] before the space or the limits ran out.
@@ -165,6 +168,7 @@ pub fn explore(
     ex.complete = sim.strategy().is_complete();
     ex.interrupted = !ex.complete && search.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     ex.pruned = sim.strategy().pruned();
+    ex.prefix_followed = sim.strategy().prefix_followed();
     ex.elapsed = start.elapsed();
     ex
 }

@@ -969,6 +969,10 @@ impl Strategy for Dfs {
         self.pruned
     }
 
+    fn prefix_followed(&self) -> usize {
+        self.prefix.len()
+    }
+
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
         if self.coasting {
             return coast(point);

@@ -135,6 +135,12 @@ pub trait Strategy {
         0
     }
 
+    /// How many decisions of a fixed schedule prefix the search follows
+    /// (fewer than given if one was not possible).
+    fn prefix_followed(&self) -> usize {
+        0
+    }
+
     /// A systematic strategy returns true once it has no new schedule left.
     fn is_complete(&self) -> bool {
         false
