@@ -64,6 +64,47 @@ fn depth_two_bug_is_found_at_bound_one_and_not_zero() {
     assert_eq!(sim.run(&cfg, depth2_bug()).outcome, Outcome::Panic);
 }
 
+/// Two tasks that lock and unlock a mutex of their own twice, then report
+/// on `done`: steps the reductions can reorder freely.
+async fn bystanders(done: &Rc<Unbounded<()>>) {
+    for name in ["bystander-x", "bystander-y"] {
+        let d = done.clone();
+        go(name, async move {
+            let own = sim::Mutex::new(name);
+            for _ in 0..2 {
+                own.lock().await.unlock().await;
+            }
+            d.put(()).await.unwrap();
+        })
+        .await;
+    }
+}
+
+/// Explores `model` and collects, over the schedules that are not
+/// redundant, each outcome with the value the model left in its cell.
+fn explore_finals<T, F>(
+    how: search::Search,
+    model: impl Fn(Rc<Cell<T>>) -> F,
+) -> (
+    search::Exploration,
+    std::collections::BTreeSet<(Outcome, T)>,
+)
+where
+    T: Copy + Default + Ord,
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let finals = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let ex = search::explore(how, None, None, 1, &RunConfig::new(0), |sim, cfg| {
+        let out = Rc::new(Cell::new(T::default()));
+        let r = sim.run(cfg, model(out.clone()));
+        if !sim.strategy().redundant() {
+            finals.borrow_mut().insert((r.outcome, out.get()));
+        }
+        r
+    });
+    (ex, finals.into_inner())
+}
+
 /// A race-free model (every shared value is used under a kernel mutex) with
 /// an atomicity violation: two incrementers read and write the counter in
 /// separate critical sections, so one update can be lost. Two bystanders
@@ -85,17 +126,7 @@ async fn lost_update(out: Rc<Cell<u32>>) {
         })
         .await;
     }
-    for name in ["bystander-x", "bystander-y"] {
-        let d = done.clone();
-        go(name, async move {
-            let own = sim::Mutex::new(name);
-            for _ in 0..2 {
-                own.lock().await.unlock().await;
-            }
-            d.put(()).await.unwrap();
-        })
-        .await;
-    }
+    bystanders(&done).await;
     for _ in 0..4 {
         done.get().await;
     }
@@ -107,22 +138,8 @@ async fn lost_update(out: Rc<Cell<u32>>) {
 
 #[test]
 fn reductions_prune_reorderings_but_keep_every_outcome() {
-    let cfg = RunConfig::new(0);
     for k in 0..=2 {
-        let explore = |how: search::Search| {
-            let finals = Rc::new(std::cell::RefCell::new(std::collections::BTreeSet::new()));
-            let f = finals.clone();
-            let ex = search::explore(how, None, None, 1, &cfg, move |sim, cfg| {
-                let out = Rc::new(Cell::new(0));
-                let r = sim.run(cfg, lost_update(out.clone()));
-                if !sim.strategy().redundant() {
-                    f.borrow_mut().insert((r.outcome, out.get()));
-                }
-                r
-            });
-            let finals = finals.borrow().clone();
-            (ex, finals)
-        };
+        let explore = |how| explore_finals(how, lost_update);
         let (plain, plain_finals) = explore(search::Search::bounded(k).unpruned());
         let mut executions = Vec::new();
         for reduction in [Reduction::SleepSets, Reduction::Dpor] {
@@ -189,18 +206,7 @@ async fn cache_vs_close(out: Rc<Cell<bool>>) {
         closed: Cell::new(false),
     });
     let done = Rc::new(Unbounded::<()>::new("done"));
-    // Bystanders with locks of their own, for the reductions to reorder.
-    for name in ["bystander-x", "bystander-y"] {
-        let d = done.clone();
-        go(name, async move {
-            let own = sim::Mutex::new(name);
-            for _ in 0..2 {
-                own.lock().await.unlock().await;
-            }
-            d.put(()).await.unwrap();
-        })
-        .await;
-    }
+    bystanders(&done).await;
     let (r, d) = (g.clone(), done.clone());
     go("remover", async move {
         let o = r.outgoing.lock().await;
@@ -241,22 +247,8 @@ async fn cache_vs_close(out: Rc<Cell<bool>>) {
 
 #[test]
 fn every_reduction_finds_the_timer_woken_cache_race_at_bound_two() {
-    let cfg = RunConfig::new(0);
     for k in 0..=2 {
-        let explore = |how: search::Search| {
-            let finals = Rc::new(std::cell::RefCell::new(std::collections::BTreeSet::new()));
-            let f = finals.clone();
-            let ex = search::explore(how, None, None, 1, &cfg, move |sim, cfg| {
-                let out = Rc::new(Cell::new(false));
-                let r = sim.run(cfg, cache_vs_close(out.clone()));
-                if !sim.strategy().redundant() {
-                    f.borrow_mut().insert((r.outcome, out.get()));
-                }
-                r
-            });
-            let finals = finals.borrow().clone();
-            (ex, finals)
-        };
+        let explore = |how| explore_finals(how, cache_vs_close);
         let (plain, plain_finals) = explore(search::Search::bounded(k).unpruned());
         assert!(plain.complete, "K={k}");
         // Only two preemptions, one of them the early fire, reach it.

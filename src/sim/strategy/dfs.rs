@@ -331,6 +331,7 @@ impl Dfs {
         Dfs::with_reduction(bound, Reduction::None)
     }
 
+    /// `bound` as in [`Dfs::new`], with the given reduction.
     pub fn with_reduction(bound: Option<u32>, reduction: Reduction) -> Self {
         Dfs {
             bound,
