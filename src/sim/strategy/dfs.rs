@@ -564,7 +564,7 @@ impl Dfs {
             return;
         }
         let (a, seq) = {
-            let s = self.stack[index].step.as_ref().expect("analysed");
+            let s = self.step_at(index);
             (s.actor, s.seq)
         };
         let first = (index + 1..at.min(self.stack.len())).find_map(|k| {
@@ -650,11 +650,7 @@ impl Dfs {
             }
         }
         if let Some(i) = latest {
-            let start = self.stack[i as usize]
-                .step
-                .as_ref()
-                .expect("analysed")
-                .block_start;
+            let start = self.step_at(i as usize).block_start;
             self.request(i as usize, actor, before);
             if start != i && !self.mark(start as usize, actor) {
                 self.mark_all(start as usize);
@@ -711,9 +707,7 @@ impl Dfs {
             // What this actor's own past covers: its previous step and the
             // step that spawned or woke it.
             let mut clock = self.own_past(actor);
-            let seq = prev_same.map_or(1, |p| {
-                self.stack[p as usize].step.as_ref().expect("analysed").seq + 1
-            });
+            let seq = prev_same.map_or(1, |p| self.step_at(p as usize).seq + 1);
             // A timer fire moves time and wakes or starts tasks: it
             // conflicts with every step.
             let fp: Shared = match choice {
@@ -726,14 +720,7 @@ impl Dfs {
             match fp.as_deref() {
                 None => {
                     for p in self.races.last_of.iter().flatten() {
-                        join(
-                            &mut clock,
-                            &self.stack[*p as usize]
-                                .step
-                                .as_ref()
-                                .expect("analysed")
-                                .clock,
-                        );
+                        join(&mut clock, &self.step_at(*p as usize).clock);
                     }
                 }
                 Some(uses) => {
@@ -741,14 +728,7 @@ impl Dfs {
                         if let Some(log) = self.races.logs.get(&u.obj) {
                             for &(i, access) in log.iter().rev() {
                                 if (Use { obj: u.obj, access }).conflicts(*u) {
-                                    join(
-                                        &mut clock,
-                                        &self.stack[i as usize]
-                                            .step
-                                            .as_ref()
-                                            .expect("analysed")
-                                            .clock,
-                                    );
+                                    join(&mut clock, &self.step_at(i as usize).clock);
                                 }
                                 if access == Access::Write {
                                     break;
@@ -757,14 +737,7 @@ impl Dfs {
                         }
                     }
                     if let Some(&o) = self.races.opaque.last() {
-                        join(
-                            &mut clock,
-                            &self.stack[o as usize]
-                                .step
-                                .as_ref()
-                                .expect("analysed")
-                                .clock,
-                        );
+                        join(&mut clock, &self.step_at(o as usize).clock);
                     }
                 }
             }
@@ -786,9 +759,7 @@ impl Dfs {
             }
             self.races.last_of[actor as usize] = Some(j as u32);
             let block_start = match prev_sched {
-                Some(p) if self.stack[p].step.as_ref().expect("analysed").actor == actor => {
-                    self.stack[p].step.as_ref().expect("analysed").block_start
-                }
+                Some(p) if self.step_at(p).actor == actor => self.step_at(p).block_start,
                 _ => j as u32,
             };
             self.stack[j].step = Some(StepInfo {
@@ -815,20 +786,16 @@ impl Dfs {
                 .collect();
             for t in waiting {
                 let actor = t.0 + 1;
+                // Only its own last step is known to come before it (the
+                // step that woke it may be its last conflict, and is then
+                // treated as a race too: more to explore, nothing missed).
                 let clock = self
                     .races
                     .last_of
                     .get(actor as usize)
                     .copied()
                     .flatten()
-                    .map(|p| {
-                        self.stack[p as usize]
-                            .step
-                            .as_ref()
-                            .expect("analysed")
-                            .clock
-                            .clone()
-                    })
+                    .map(|p| self.step_at(p as usize).clock.clone())
                     .unwrap_or_default();
                 self.race(actor, &clock, None, end);
             }
@@ -838,13 +805,7 @@ impl Dfs {
     /// The clock covering what must come before the next step of `actor`:
     /// its previous step, and the step that spawned or woke it.
     fn own_past(&self, actor: u32) -> Vec<u32> {
-        let clock_of = |f: u32| {
-            &self.stack[f as usize]
-                .step
-                .as_ref()
-                .expect("analysed")
-                .clock
-        };
+        let clock_of = |f: u32| &self.step_at(f as usize).clock;
         let mut clock = self
             .races
             .last_of
@@ -861,6 +822,11 @@ impl Dfs {
             join(&mut clock, clock_of(*e));
         }
         clock
+    }
+
+    /// The analysed step of frame `i`.
+    fn step_at(&self, i: usize) -> &StepInfo {
+        self.stack[i].step.as_ref().expect("analysed")
     }
 
     /// Takes the frames from `to` up out of the race analysis.
