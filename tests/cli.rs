@@ -738,3 +738,24 @@ fn explore_below_a_prefix_says_how_much_of_it_was_followed() {
     assert_eq!(cut["prefix_decisions"], 17);
     assert_eq!(cut["prefix_followed"], 16);
 }
+
+#[test]
+fn replay_says_where_a_schedule_was_not_followed() {
+    let args = |schedule: &'static str| {
+        [
+            "replay",
+            "scenarios/close_race_minimal.toml",
+            "--variant",
+            "pre-8095",
+            "--schedule",
+            schedule,
+        ]
+    };
+    // Main runs its first six steps; there is no task 99.
+    let out = run_ok(&args("1:0*6.99"));
+    assert!(
+        out.contains("schedule not followed from step 6: recorded Task(99) is not possible here"),
+        "{out}"
+    );
+    assert!(!run_ok(&args("1:0*6")).contains("not followed"));
+}

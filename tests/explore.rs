@@ -279,12 +279,23 @@ fn the_leak_explore_found_needs_two_preemptions_and_only_the_buggy_variant_leaks
     let model = GrpcModel::new(&scenario);
     let schedule = lbsim::sim::Schedule::parse(EXPLORED_LEAK).unwrap();
     let cfg = model.run_config(schedule.seed);
-    let replay = |variant| {
+    let replay = |variant, schedule: &lbsim::sim::Schedule| {
         let mut sim = Sim::new(Box::new(Replay::new(schedule.clone())));
-        model.run_report(variant, &mut sim, &cfg)
+        let cfg = RunConfig {
+            trace: true,
+            ..cfg.clone()
+        };
+        let (r, check) = model.run_report(variant, &mut sim, &cfg);
+        // Where the run stopped following the schedule, if it did.
+        let left_at = sim.strategy().divergence().map(|d| {
+            let n = d.strip_prefix("step ").and_then(|d| d.split(':').next());
+            n.and_then(|n| n.parse::<usize>().ok())
+                .expect("step N: why")
+        });
+        (r, check, left_at)
     };
-    let (r, check) = replay(Variant::Pre8095);
-    assert_eq!(r.outcome, Outcome::Leak);
+    let (r, check, left_at) = replay(Variant::Pre8095, &schedule);
+    assert_eq!((r.outcome, left_at), (Outcome::Leak, None));
     // One switch away from the priority worker and one timer fired while it
     // could still run (the RPC's answer arriving during its stall).
     assert_eq!((r.preemptions, r.timer_preemptions), (2, 1));
@@ -293,8 +304,32 @@ fn the_leak_explore_found_needs_two_preemptions_and_only_the_buggy_variant_leaks
         "the demoted child is never closed: {:?}",
         check.unclosed
     );
-    for variant in [Variant::Pr8095, Variant::PriorityLock, Variant::A115] {
-        assert_eq!(replay(variant).0.outcome, Outcome::Ok, "{variant}");
+    // The fixed variants take the same interleaving: the worker stalls in
+    // Remove holding the outgoing lock and the channel closes. A schedule
+    // is a list of positions, so it lines up only where the code takes the
+    // same steps: pr-8095 and a115 start the balancergroup without its two
+    // lock pairs (decisions 20-23 of cluster_resolver.run), and leave it
+    // only where their fix changes Close. Each is followed well past the
+    // stall (the first preemption is decision 510) and closes the cached
+    // child: the clear finds it.
+    let mut aligned = schedule.clone();
+    aligned.steps.drain(20..24);
+    for (variant, schedule) in [
+        (Variant::Pr8095, &aligned),
+        (Variant::A115, &aligned),
+        (Variant::PriorityLock, &schedule),
+    ] {
+        let (r, _, left_at) = replay(variant, schedule);
+        assert_eq!(r.outcome, Outcome::Ok, "{variant}");
+        assert!(
+            left_at.is_some_and(|n| n > 550),
+            "{variant}: left at {left_at:?}"
+        );
+        let trace = r.trace.as_ref().unwrap().render();
+        assert!(
+            trace.contains("timeoutCache: cleared 1 entries"),
+            "{variant}"
+        );
     }
 }
 

@@ -97,6 +97,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     {
         out.push_str(&format!("schedule: {s}\n"));
     }
+    if let Some(why) = sim.strategy().divergence() {
+        out.push_str(&format!(
+            "schedule not followed from {why} (steps count from 0); the run went on without that decision (a schedule recorded under another variant or scenario does not line up)\n"
+        ));
+    }
     for e in &check.client_errors {
         out.push_str(&format!("client: {e}\n"));
     }

@@ -135,6 +135,12 @@ pub trait Strategy {
         0
     }
 
+    /// A strategy that follows a recorded schedule: why the last run did not
+    /// follow it, if it did not.
+    fn divergence(&self) -> Option<String> {
+        None
+    }
+
     /// How many decisions of a fixed schedule prefix the search follows
     /// (fewer than given if one was not possible).
     fn prefix_followed(&self) -> usize {

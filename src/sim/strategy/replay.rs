@@ -31,7 +31,8 @@ impl Replay {
 
     fn diverge(&mut self, why: String) {
         if self.divergence.is_none() {
-            self.divergence = Some(format!("step {}: {why}", self.pos));
+            // `pos` has moved past the step in question; steps count from 0.
+            self.divergence = Some(format!("step {}: {why}", self.pos - 1));
         }
     }
 
@@ -85,6 +86,10 @@ impl Strategy for Replay {
             }
             None => 0,
         }
+    }
+
+    fn divergence(&self) -> Option<String> {
+        self.divergence.clone()
     }
 
     fn name(&self) -> String {
