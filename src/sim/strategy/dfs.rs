@@ -429,31 +429,21 @@ impl Dfs {
     /// marked `Todo` that is within the bound and awake. Sleeping ones are
     /// marked done and counted as pruned.
     fn next_alternative(&mut self, index: usize) -> Option<usize> {
-        let mut pruned = 0;
-        let mut found = None;
-        let f = &self.stack[index];
-        let mut slept = Vec::new();
-        for (i, &alt) in f.alternatives.iter().enumerate() {
+        for i in 0..self.stack[index].alternatives.len() {
+            let f = &self.stack[index];
+            let alt = f.alternatives[i];
             if f.marks[i] != Mark::Todo || !self.allowed(f, alt) {
                 continue;
             }
-            if Self::asleep(f, alt) {
-                pruned += 1;
-                slept.push(i);
-                continue;
+            let asleep = Self::asleep(f, alt);
+            self.stack[index].marks[i] = Mark::Done;
+            if asleep {
+                self.pruned += 1;
+            } else {
+                return Some(i);
             }
-            found = Some(i);
-            break;
         }
-        let f = &mut self.stack[index];
-        for i in slept {
-            f.marks[i] = Mark::Done;
-        }
-        if let Some(i) = found {
-            f.marks[i] = Mark::Done;
-        }
-        self.pruned += pruned;
-        found
+        None
     }
 
     /// Moves to the next schedule; false if none is left.
@@ -609,8 +599,8 @@ impl Dfs {
     /// step's block (BPOR's conservative point: `actor` if it could run
     /// there, else every alternative).
     fn race(&mut self, actor: u32, clock: &[u32], fp: Option<&[Use]>, before: usize) {
-        let concurrent = |stack: &[Frame], i: u32| {
-            let s = stack[i as usize].step.as_ref().expect("analysed");
+        let concurrent = |i: u32| {
+            let s = self.step_at(i as usize);
             s.actor != actor && !covers(clock, s.actor, s.seq)
         };
         let mut latest: Option<u32> = None;
@@ -618,7 +608,7 @@ impl Dfs {
             None => {
                 latest = (0..before as u32)
                     .rev()
-                    .find(|&i| self.stack[i as usize].step.is_some() && concurrent(&self.stack, i));
+                    .find(|&i| self.stack[i as usize].step.is_some() && concurrent(i));
             }
             Some(uses) => {
                 for u in uses {
@@ -630,7 +620,7 @@ impl Dfs {
                             break;
                         }
                         let other = Use { obj: u.obj, access };
-                        if other.conflicts(*u) && concurrent(&self.stack, i) {
+                        if other.conflicts(*u) && concurrent(i) {
                             latest = Some(i);
                             break;
                         }
@@ -643,7 +633,7 @@ impl Dfs {
                 }
                 if let Some(&o) = self.races.opaque.last()
                     && latest.is_none_or(|l| o > l)
-                    && concurrent(&self.stack, o)
+                    && concurrent(o)
                 {
                     latest = Some(o);
                 }
@@ -789,14 +779,7 @@ impl Dfs {
                 // Only its own last step is known to come before it (the
                 // step that woke it may be its last conflict, and is then
                 // treated as a race too: more to explore, nothing missed).
-                let clock = self
-                    .races
-                    .last_of
-                    .get(actor as usize)
-                    .copied()
-                    .flatten()
-                    .map(|p| self.step_at(p as usize).clock.clone())
-                    .unwrap_or_default();
+                let clock = self.last_clock(actor);
                 self.race(actor, &clock, None, end);
             }
         }
@@ -805,23 +788,26 @@ impl Dfs {
     /// The clock covering what must come before the next step of `actor`:
     /// its previous step, and the step that spawned or woke it.
     fn own_past(&self, actor: u32) -> Vec<u32> {
-        let clock_of = |f: u32| &self.step_at(f as usize).clock;
-        let mut clock = self
-            .races
-            .last_of
-            .get(actor as usize)
-            .copied()
-            .flatten()
-            .map(|p| clock_of(p).clone())
-            .unwrap_or_default();
+        let mut clock = self.last_clock(actor);
         if actor > 0
             && let Some(Seen {
                 enabler: Some(e), ..
             }) = self.races.seen.get(actor as usize - 1)
         {
-            join(&mut clock, clock_of(*e));
+            join(&mut clock, &self.step_at(*e as usize).clock);
         }
         clock
+    }
+
+    /// The clock of `actor`'s last analysed step (empty if none).
+    fn last_clock(&self, actor: u32) -> Vec<u32> {
+        self.races
+            .last_of
+            .get(actor as usize)
+            .copied()
+            .flatten()
+            .map(|p| self.step_at(p as usize).clock.clone())
+            .unwrap_or_default()
     }
 
     /// The analysed step of frame `i`.
