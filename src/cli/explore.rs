@@ -174,14 +174,6 @@ fn replay_command(scenario: &Path, variant: Variant, schedule: &str) -> String {
     )
 }
 
-/// Decisions in `--prefix` (0 without one; it parsed before the search).
-fn prefix_len(args: &ExploreArgs) -> usize {
-    args.prefix
-        .as_deref()
-        .and_then(|p| Schedule::parse(p).ok())
-        .map_or(0, |p| p.steps.len())
-}
-
 fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> String {
     let mut s = format!(
         "scenario {name}, variant {variant}, preemption bound {}{}\n",
@@ -197,7 +189,7 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
         ex.elapsed.as_secs_f64(),
         ex.per_second()
     ));
-    let given = prefix_len(args);
+    let given = ex.prefix_given;
     if given > 0 {
         s.push_str(&format!(
             "prefix: the first {} of its {given} decisions fixed{}\n",
@@ -295,7 +287,7 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "elapsed_s": ex.elapsed.as_secs_f64(),
         "schedules_per_s": ex.per_second(),
         "reduction": ex.reduction.as_str(),
-        "prefix_decisions": prefix_len(args),
+        "prefix_decisions": ex.prefix_given,
         "prefix_followed": ex.prefix_followed,
         "pruned_alternatives": ex.pruned,
         "redundant_executions": ex.redundant,

@@ -38,6 +38,8 @@ pub struct Exploration {
     pub redundant: u64,
     /// Alternatives within the bound skipped because their task slept.
     pub pruned: u64,
+    /// Decisions in [`Search::prefix`].
+    pub prefix_given: usize,
     /// Decisions of [`Search::prefix`] the schedules followed: fewer than
     /// given if one was not possible.
     pub prefix_followed: usize,
@@ -137,6 +139,7 @@ pub fn explore(
     let mut sim = Sim::new(Box::new(dfs));
     let mut ex = Exploration {
         reduction: search.reduction,
+        prefix_given: search.prefix.len(),
         ..Exploration::default()
     };
     let mut executions = 0u64;
