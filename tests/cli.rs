@@ -632,21 +632,29 @@ fn sweep_rejects_a_bad_param_with_exit_2() {
     }
 }
 
-#[test]
-fn explore_reports_schedules_and_completeness_as_json() {
-    let out = run_ok(&[
+/// `lbsim explore scenarios/close_race_minimal.toml --format json` with
+/// these arguments, parsed.
+fn explore_minimal_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec![
         "explore",
         "scenarios/close_race_minimal.toml",
+        "--format",
+        "json",
+    ];
+    all.extend_from_slice(args);
+    serde_json::from_str(run_ok(&all).trim()).unwrap()
+}
+
+#[test]
+fn explore_reports_schedules_and_completeness_as_json() {
+    let v = explore_minimal_json(&[
         "--variant",
         "pr-8095",
         "--preemption-bound",
         "1",
         "--max-schedules",
         "40",
-        "--format",
-        "json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["schedules"], 40);
     assert_eq!(v["complete"], false);
     assert_eq!(v["leaks"], 0);
@@ -663,20 +671,15 @@ fn explore_exhausts_the_minimal_scenario_without_preemptions() {
     // explored, none failing; without a reduction the same search takes more.
     let json = |extra: &[&str]| {
         let mut args = vec![
-            "explore",
-            "scenarios/close_race_minimal.toml",
             "--variant",
             "pre-8095",
             "--preemption-bound",
             "0",
             "--choice-bound",
             "0",
-            "--format",
-            "json",
         ];
         args.extend_from_slice(extra);
-        let v: serde_json::Value = serde_json::from_str(run_ok(&args).trim()).unwrap();
-        v
+        explore_minimal_json(&args)
     };
     let pruned = json(&[]);
     assert_eq!(pruned["complete"], true);
@@ -710,9 +713,7 @@ fn minimize_rejects_a_run_that_does_not_fail() {
 #[test]
 fn explore_below_a_prefix_says_how_much_of_it_was_followed() {
     let json = |prefix: &str| {
-        let out = run_ok(&[
-            "explore",
-            "scenarios/close_race_minimal.toml",
+        explore_minimal_json(&[
             "--variant",
             "pr-8095",
             "--preemption-bound",
@@ -721,11 +722,7 @@ fn explore_below_a_prefix_says_how_much_of_it_was_followed() {
             "0",
             "--prefix",
             prefix,
-            "--format",
-            "json",
-        ]);
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        v
+        ])
     };
     // The first 16 decisions of every schedule: main, then the tasks it
     // starts, as the search itself takes them.

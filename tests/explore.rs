@@ -273,12 +273,19 @@ fn every_reduction_finds_the_timer_woken_cache_race_at_bound_two() {
 /// Regenerate it with that command if the model changes.
 const EXPLORED_LEAK: &str = "1:0*6.1*3.2*7.3*4.4*8.c0*2.4*3.5*55.0*2.6*12.5*17.0*2.4*2.7*6.2*21.6*8.8*2.7*6.2*21.6*21.5*55.0*2.9*12.5*16.0*2.10*6.2*21.9*8.11*2.1*2.12*2.7*6.2*21.6*9.13*6.2*21.6*8.14*2.13*7.2*21.6*26.2*9.5*4.6*21.5*13.0*5.15*2.t.16*2.0*9.2.c0.2*7.c0.2*9.3.c0.3*4.4*2.c0.4*8.5*6.4*5.6*2.4*21.c0.4*5.3*3.2*4.0.c0.0*3.5.c0.17*6.0*2.10*4.18*7.0*3.15*3";
 
-#[test]
-fn the_leak_explore_found_needs_two_preemptions_and_only_the_buggy_variant_leaks() {
+/// The model of `close_race_minimal`, [`EXPLORED_LEAK`] and its run
+/// configuration.
+fn explored_leak() -> (GrpcModel, lbsim::sim::Schedule, RunConfig) {
     let scenario = Scenario::load("scenarios/close_race_minimal.toml").unwrap();
     let model = GrpcModel::new(&scenario);
     let schedule = lbsim::sim::Schedule::parse(EXPLORED_LEAK).unwrap();
     let cfg = model.run_config(schedule.seed);
+    (model, schedule, cfg)
+}
+
+#[test]
+fn the_leak_explore_found_needs_two_preemptions_and_only_the_buggy_variant_leaks() {
+    let (model, schedule, cfg) = explored_leak();
     let replay = |variant, schedule: &lbsim::sim::Schedule| {
         let mut sim = Sim::new(Box::new(Replay::new(schedule.clone())));
         let cfg = RunConfig {
@@ -517,10 +524,7 @@ fn dpor_finds_the_explored_leak_below_the_prefix_before_its_first_preemption() {
     // Every decision of the pinned leak up to its first preemption is
     // fixed; below that point DPOR must find a leak with two preemptions by
     // itself (BPOR's conservative points are needed for that).
-    let scenario = Scenario::load("scenarios/close_race_minimal.toml").unwrap();
-    let model = GrpcModel::new(&scenario);
-    let schedule = lbsim::sim::Schedule::parse(EXPLORED_LEAK).unwrap();
-    let cfg = model.run_config(schedule.seed);
+    let (model, schedule, cfg) = explored_leak();
     let at = Rc::new(std::cell::RefCell::new(Vec::new()));
     let mut sim = Sim::new(Box::new(Preemptions {
         inner: Replay::new(schedule.clone()),
