@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use super::oracle::{self, Outcome, RunReport};
 use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
-use super::strategy::{Choice, Point, Strategy};
+use super::strategy::{Choice, Pending, Point, Strategy};
 use super::task::{
     Access, Blocker, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
@@ -151,6 +151,12 @@ pub(crate) struct State {
     /// Objects used by the step since the last decision, when the strategy
     /// asked for footprints (`None`: not recorded, no cost).
     footprint: Option<Vec<Use>>,
+    /// Objects on which a lock, get, wait or receive would block now,
+    /// indexed by id (kept only while footprints are recorded).
+    unready: Vec<bool>,
+    /// What each runnable task's next step would do (see [`Pending`]),
+    /// handed to the strategy with each point when footprints are recorded.
+    pending: Vec<Pending>,
 }
 
 pub(crate) struct Kernel {
@@ -221,6 +227,37 @@ impl State {
         ObjId(self.objects.len() as u32 - 1)
     }
 
+    /// Whether an operation waiting on `obj` would block now (see
+    /// [`State::unready`]).
+    pub fn set_unready(&mut self, obj: ObjId, unready: bool) {
+        let i = obj.0 as usize;
+        if self.unready.len() <= i {
+            self.unready.resize(i + 1, false);
+        }
+        self.unready[i] = unready;
+    }
+
+    /// The running task is at a `select` over these objects.
+    pub fn note_select(&mut self, objs: impl Iterator<Item = ObjId>) {
+        if let Some(t) = self.current {
+            self.tasks[t.index()].pending = Some(Blocker::Select(objs.collect()));
+        }
+    }
+
+    /// What the next step of runnable task `t` would do with what it waits
+    /// for.
+    fn pending_of(&self, t: TaskId) -> Pending {
+        let info = &self.tasks[t.index()];
+        let unready = |o: &ObjId| self.unready.get(o.0 as usize).copied().unwrap_or(false);
+        match info.resumed_from.as_ref().or(info.pending.as_ref()) {
+            Some(Blocker::On(Op::Lock, m)) if unready(m) => Pending::Held,
+            Some(Blocker::On(Op::Lock, _)) => Pending::Acquire,
+            Some(Blocker::On(Op::Get | Op::Wait | Op::Recv, o)) if unready(o) => Pending::Blocked,
+            Some(Blocker::Select(objs)) if objs.iter().all(unready) => Pending::Blocked,
+            _ => Pending::Free,
+        }
+    }
+
     /// Records that the running step changes `obj` (for footprints).
     #[inline]
     pub fn touch(&mut self, obj: ObjId) {
@@ -256,10 +293,20 @@ impl State {
     fn begin_step(&mut self, t: TaskId) {
         if let Some(b) = self.tasks[t.index()].resumed_from.take() {
             match b {
-                Blocker::On(op, obj) => self.touch_op(op, obj, Access::Write),
+                // A lock records its own use once it knows whether it
+                // blocks again.
+                Blocker::On(Op::Lock, _) => {}
+                Blocker::On(op, obj) => {
+                    let access = if op == Op::Wait {
+                        Access::Read
+                    } else {
+                        Access::Write
+                    };
+                    self.touch_op(op, obj, access)
+                }
                 Blocker::Select(objs) => {
                     for o in objs {
-                        self.touch(o);
+                        self.touch_as(o, Access::Read);
                     }
                 }
             }
@@ -291,6 +338,7 @@ impl State {
             creator,
             state: TaskState::Runnable,
             resumed_from: None,
+            pending: None,
         });
         self.touch(TASK_TABLE);
         self.insert_runnable(id);
@@ -431,6 +479,10 @@ impl Kernel {
             if let Some(f) = &mut st.footprint {
                 st.strategy.step_footprint(f);
                 f.clear();
+                let mut pending = std::mem::take(&mut st.pending);
+                pending.clear();
+                pending.extend(st.runnable.iter().map(|&t| st.pending_of(t)));
+                st.pending = pending;
             }
             let point = Point {
                 runnable: &st.runnable,
@@ -438,6 +490,7 @@ impl Kernel {
                 next_timer: early,
                 now: st.now,
                 step: st.steps,
+                pending: &st.pending,
             };
             let d = st.strategy.next_task(&point);
             debug_assert!(point.index_of(d.choice).is_some(), "illegal choice {d:?}");
@@ -480,15 +533,30 @@ impl Kernel {
     /// task. If the task continues now, the operation is traced (when
     /// `traced` and the run records a trace). Otherwise the task must return
     /// `Pending` (another task was chosen, or the run is being stopped).
-    pub fn preempt(&self, op: Op, obj: ObjId, access: Access, traced: bool) -> Preempted {
+    pub fn preempt(&self, op: Op, obj: ObjId, access: Option<Access>, traced: bool) -> Preempted {
         let mut st = self.st.borrow_mut();
         let cur = st.current;
+        if st.footprint.is_some()
+            && let Some(t) = cur
+        {
+            let info = &mut st.tasks[t.index()];
+            match op {
+                Op::Lock | Op::Get | Op::Wait | Op::Recv => {
+                    info.pending = Some(Blocker::On(op, obj));
+                }
+                // Noted by `select` itself, with all its cases.
+                Op::Select => {}
+                _ => info.pending = None,
+            }
+        }
         match self.decide(&mut st, cur) {
             Next::Continue => {
                 if traced && st.tracing() {
                     st.trace_event(op, obj, None);
                 }
-                st.touch_op(op, obj, access);
+                if let Some(access) = access {
+                    st.touch_op(op, obj, access);
+                }
                 Preempted::Continue
             }
             Next::Switch(t) => {
@@ -701,6 +769,8 @@ impl Sim {
             main_done_at: None,
             limit_hit: false,
             footprint,
+            unready: Vec::new(),
+            pending: Vec::new(),
         };
         let kernel = Rc::new(Kernel {
             st: RefCell::new(st),
@@ -858,6 +928,8 @@ mod tests {
             main_done_at: None,
             limit_hit: false,
             footprint: None,
+            unready: Vec::new(),
+            pending: Vec::new(),
         };
         let mut model = std::collections::BTreeSet::new();
         let mut r = rng::rng(11, 0);

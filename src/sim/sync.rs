@@ -19,8 +19,9 @@ use super::task::{Access, Blocker, ObjId, ObjKind, Op, TaskId};
 pub(crate) struct Preempt {
     op: Op,
     obj: ObjId,
-    /// How the operation uses `obj` (for footprints).
-    access: Access,
+    /// How the operation uses `obj` (for footprints); `None` when the
+    /// operation records its own use once it knows whether it blocks.
+    access: Option<Access>,
     yielded: bool,
     traced: bool,
     /// Set when the task yielded here in a traced run: the operation is
@@ -36,7 +37,7 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
     Preempt {
         op,
         obj,
-        access: Access::Write,
+        access: Some(Access::Write),
         yielded: false,
         traced: true,
         trace_on_resume: false,
@@ -49,7 +50,7 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
     Preempt {
         op,
         obj: super::task::NO_OBJ,
-        access: Access::Write,
+        access: Some(Access::Write),
         yielded: false,
         traced: false,
         trace_on_resume: false,
@@ -69,7 +70,9 @@ impl Future for Preempt {
                     if self.trace_on_resume {
                         st.trace_event(self.op, self.obj, None);
                     }
-                    st.touch_op(self.op, self.obj, self.access);
+                    if let Some(access) = self.access {
+                        st.touch_op(self.op, self.obj, access);
+                    }
                 });
             }
             return Poll::Ready(());
@@ -130,6 +133,21 @@ impl Future for Block<'_> {
             None => Poll::Ready(()),
         }
     }
+}
+
+/// Tells the kernel whether an operation that waits on `obj` (lock, get,
+/// wait, receive) would block now; systematic search does not schedule a
+/// task whose next step would only block.
+#[inline]
+fn set_unready(obj: ObjId, unready: bool) {
+    if !footprints_on() {
+        return;
+    }
+    try_with(|k| {
+        if let Ok(mut st) = k.st.try_borrow_mut() {
+            st.set_unready(obj, unready);
+        }
+    });
 }
 
 /// Records a use of `obj` outside a preemption point in the running step's
@@ -216,11 +234,16 @@ impl Mutex {
     }
 
     pub async fn lock(&self) -> MutexGuard<'_> {
-        preempt(Op::Lock, self.id).await;
+        let mut point = preempt(Op::Lock, self.id);
+        point.access = None;
+        point.await;
         while self.locked.get() {
+            touch(self.id, Access::Attempt);
             block_on(&self.waiters, Blocker::On(Op::Lock, self.id)).await;
         }
+        touch(self.id, Access::Acquire);
         self.locked.set(true);
+        set_unready(self.id, true);
         MutexGuard {
             mutex: self,
             held: true,
@@ -229,6 +252,7 @@ impl Mutex {
 
     fn release(&self) {
         self.locked.set(false);
+        set_unready(self.id, false);
         self.waiters.wake_all();
     }
 }
@@ -244,7 +268,9 @@ pub struct MutexGuard<'a> {
 
 impl MutexGuard<'_> {
     pub async fn unlock(mut self) {
-        preempt(Op::Unlock, self.mutex.id).await;
+        let mut point = preempt(Op::Unlock, self.mutex.id);
+        point.access = Some(Access::Release);
+        point.await;
         self.held = false;
         self.mutex.release();
     }
@@ -254,7 +280,7 @@ impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
         if self.held {
             // A release without a preemption point still changes the lock.
-            touch(self.mutex.id, Access::Write);
+            touch(self.mutex.id, Access::Release);
             self.mutex.release();
         }
     }
@@ -277,8 +303,10 @@ pub struct Unbounded<T> {
 
 impl<T> Unbounded<T> {
     pub fn new(name: &str) -> Self {
+        let id = register(ObjKind::Unbounded, name);
+        set_unready(id, true);
         Unbounded {
-            id: register(ObjKind::Unbounded, name),
+            id,
             items: RefCell::new(VecDeque::new()),
             closing: Cell::new(false),
             waiters: Waiters::default(),
@@ -290,13 +318,14 @@ impl<T> Unbounded<T> {
         if std::mem::size_of::<T>() == 0 {
             // Values of a zero-sized type cannot be told apart: two puts
             // leave the same buffer in either order (a WaitGroup's Done).
-            point.access = Access::Add;
+            point.access = Some(Access::Add);
         }
         point.await;
         if self.closing.get() {
             return Err(BufferClosed);
         }
         self.items.borrow_mut().push_back(v);
+        set_unready(self.id, false);
         self.waiters.wake_all();
         Ok(())
     }
@@ -319,12 +348,18 @@ impl<T> Unbounded<T> {
     /// `None` means closed and drained.
     pub fn try_get(&self) -> Option<T> {
         touch(self.id, Access::Write);
-        self.items.borrow_mut().pop_front()
+        let mut items = self.items.borrow_mut();
+        let v = items.pop_front();
+        if items.is_empty() && !self.closing.get() {
+            set_unready(self.id, true);
+        }
+        v
     }
 
     pub async fn close(&self) {
         preempt(Op::Close, self.id).await;
         self.closing.set(true);
+        set_unready(self.id, false);
         self.waiters.wake_all();
     }
 
@@ -348,8 +383,10 @@ pub struct Event {
 
 impl Event {
     pub fn new(name: &str) -> Self {
+        let id = register(ObjKind::Event, name);
+        set_unready(id, true);
         Event {
-            id: register(ObjKind::Event, name),
+            id,
             fired: Cell::new(false),
             waiters: Waiters::default(),
         }
@@ -362,6 +399,7 @@ impl Event {
             return false;
         }
         self.fired.set(true);
+        set_unready(self.id, false);
         self.waiters.wake_all();
         true
     }
@@ -374,7 +412,9 @@ impl Event {
 
     /// `<-e.Done()`.
     pub async fn wait(&self) {
-        preempt(Op::Wait, self.id).await;
+        let mut point = preempt(Op::Wait, self.id);
+        point.access = Some(Access::Read);
+        point.await;
         while !self.fired.get() {
             block_on(&self.waiters, Blocker::On(Op::Wait, self.id)).await;
         }
@@ -396,8 +436,10 @@ pub struct OneshotReceiver<T>(Rc<OneshotInner<T>>);
 
 /// A channel that carries one value (a Go `done` channel with a result).
 pub fn oneshot<T>(name: &str) -> (OneshotSender<T>, OneshotReceiver<T>) {
+    let id = register(ObjKind::Oneshot, name);
+    set_unready(id, true);
     let inner = Rc::new(OneshotInner {
-        id: register(ObjKind::Oneshot, name),
+        id,
         value: RefCell::new(None),
         sent: Cell::new(false),
         sender_gone: Cell::new(false),
@@ -411,6 +453,7 @@ impl<T> OneshotSender<T> {
         preempt(Op::Send, self.0.id).await;
         *self.0.value.borrow_mut() = Some(v);
         self.0.sent.set(true);
+        set_unready(self.0.id, false);
         self.0.waiters.wake_all();
     }
 }
@@ -420,6 +463,7 @@ impl<T> Drop for OneshotSender<T> {
         // Dropping the sender unblocks the receiver: part of the step.
         touch(self.0.id, Access::Write);
         self.0.sender_gone.set(true);
+        set_unready(self.0.id, false);
         self.0.waiters.wake_all();
     }
 }
@@ -488,9 +532,17 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         !cases.is_empty() && cases.len() <= 8,
         "select takes 1..=8 cases"
     );
-    preempt(Op::Select, cases[0].obj()).await;
+    if footprints_on() {
+        with(|k| {
+            let mut st = k.st.borrow_mut();
+            st.note_select(cases.iter().map(|c| c.obj()));
+        });
+    }
+    let mut point = preempt(Op::Select, cases[0].obj());
+    point.access = Some(Access::Read);
+    point.await;
     for c in &cases[1..] {
-        touch(c.obj(), Access::Write);
+        touch(c.obj(), Access::Read);
     }
     loop {
         let mut ready = [0usize; 8];

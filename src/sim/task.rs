@@ -29,12 +29,27 @@ pub const NO_OBJ: ObjId = ObjId(0);
 
 /// How a step uses an object, for deciding whether two steps commute: two
 /// reads commute, two additions commute (puts of indistinguishable values),
-/// anything else on the same object does not.
+/// two lock attempts that blocked commute; anything else on the same object
+/// does not.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Access {
     Read,
     Add,
     Write,
+    /// Takes a free mutex.
+    Acquire,
+    /// Releases a mutex.
+    Release,
+    /// Tries a held mutex and blocks (changes nothing).
+    Attempt,
+}
+
+impl Access {
+    /// Every other access to the object is ordered against this one, so
+    /// whatever came before this use on the object happens before it too.
+    pub fn exclusive(self) -> bool {
+        matches!(self, Access::Write | Access::Acquire | Access::Release)
+    }
 }
 
 /// One entry of a step's footprint.
@@ -47,7 +62,29 @@ pub struct Use {
 impl Use {
     /// The two uses do not commute.
     pub fn conflicts(self, other: Use) -> bool {
-        self.obj == other.obj && (self.access != other.access || self.access == Access::Write)
+        use Access::*;
+        self.obj == other.obj
+            && match (self.access, other.access) {
+                // A blocked attempt changes nothing: only what takes or
+                // frees the mutex decides whether it blocks.
+                (Attempt, a) | (a, Attempt) => matches!(a, Acquire | Release | Write),
+                (a, b) => a != b || !matches!(a, Read | Add),
+            }
+    }
+
+    /// This use, later in a run, and `earlier` (which does not happen
+    /// before it) form a race that reordering can reverse. A mutex's
+    /// release, or an attempt that blocked on it, never could run while a
+    /// later acquire or attempt could (the mutex was held): the race of
+    /// that acquire is with the holder's acquire. Likewise an attempt that
+    /// blocked and the holder's release.
+    pub fn races_after(self, earlier: Use) -> bool {
+        use Access::*;
+        self.conflicts(earlier)
+            && !matches!(
+                (earlier.access, self.access),
+                (Release | Attempt, Acquire | Attempt) | (Attempt, Release)
+            )
     }
 }
 
@@ -158,4 +195,7 @@ pub(crate) struct TaskInfo {
     /// footprints are recorded) until it runs again: its next step re-checks
     /// those objects.
     pub resumed_from: Option<Blocker>,
+    /// What the operation at the task's preemption point waits for, if it
+    /// can block (kept only while footprints are recorded).
+    pub pending: Option<Blocker>,
 }

@@ -56,6 +56,7 @@ impl Strategy for LateTimers {
             next_timer: None,
             now: point.now,
             step: point.step,
+            pending: point.pending,
         };
         self.0.next_task(&tasks_only)
     }

@@ -34,6 +34,35 @@ pub struct Point<'a> {
     pub now: u64,
     /// Decisions taken so far in this run.
     pub step: u64,
+    /// What the next step of each runnable task (same order as `runnable`)
+    /// would do with what it waits for; empty unless the strategy records
+    /// footprints.
+    pub pending: &'a [Pending],
+}
+
+/// What a runnable task's next step does with the object it waits for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pending {
+    /// It waits for nothing, or for something that is ready.
+    Free,
+    /// It takes a mutex that is free.
+    Acquire,
+    /// It tries a mutex that is held: it would only block.
+    Held,
+    /// It waits for something that is not ready: it would only block.
+    Blocked,
+}
+
+impl Pending {
+    /// The step would block at once and change nothing.
+    pub fn stalls(self) -> bool {
+        matches!(self, Pending::Held | Pending::Blocked)
+    }
+
+    /// The step is a mutex's lock.
+    pub fn locks(self) -> bool {
+        matches!(self, Pending::Acquire | Pending::Held)
+    }
 }
 
 impl Point<'_> {
