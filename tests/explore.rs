@@ -144,6 +144,10 @@ fn reductions_prune_reorderings_but_keep_every_outcome() {
         let mut executions = Vec::new();
         for reduction in [Reduction::SleepSets, Reduction::Dpor] {
             let (pruned, pruned_finals) = explore(search::Search::bounded(k).with(reduction));
+            eprintln!(
+                "lost update K={k} {reduction:?}: {} (+{} redundant) vs {} plain",
+                pruned.schedules, pruned.redundant, plain.schedules
+            );
             executions.push(pruned.schedules + pruned.redundant);
             assert!(pruned.complete && plain.complete, "K={k}");
             // Same outcomes and final values, same failures found.
@@ -317,6 +321,10 @@ fn every_reduction_finds_the_timer_woken_cache_race_at_bound_two() {
         assert_eq!(plain.count(Outcome::Panic) > 0, k == 2, "K={k}");
         for reduction in [Reduction::SleepSets, Reduction::Dpor] {
             let (reduced, finals) = explore(search::Search::bounded(k).with(reduction));
+            eprintln!(
+                "cache vs close K={k} {reduction:?}: {} (+{} redundant) vs {} plain",
+                reduced.schedules, reduced.redundant, plain.schedules
+            );
             assert!(reduced.complete, "K={k} {reduction:?}");
             assert_eq!(finals, plain_finals, "K={k} {reduction:?}");
             assert!(

@@ -312,6 +312,11 @@ fn reductions_keep_every_outcome_of_the_group_race() {
         let kinds = |v: &[Observed]| v.iter().map(|o| format!("{o:?}")).collect::<BTreeSet<_>>();
         for reduction in [Reduction::SleepSets, Reduction::Dpor] {
             let reduced = explore_group(variant, Dfs::with_reduction(Some(1), reduction));
+            eprintln!(
+                "{variant} {reduction:?}: {} vs {} plain schedules",
+                reduced.len(),
+                plain.len()
+            );
             assert_eq!(kinds(&reduced), kinds(&plain), "{variant} {reduction:?}");
             assert!(
                 reduced.len() < plain.len(),

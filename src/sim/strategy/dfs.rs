@@ -44,7 +44,8 @@
 //! them, a search below the prefix of the `pre-8095` leak that `explore`
 //! found missed it; with them it finds it.
 //!
-//! **Steps that only block** are not scheduled. The kernel tells which
+//! **Steps that only block** are not scheduled by either reduction (the
+//! plain search keeps them: it is the reference). The kernel tells which
 //! runnable tasks would block at once on their next operation (a held
 //! mutex, an empty queue, an event not fired; [`Pending`]). Such a step
 //! changes nothing, so the search does not switch to that task while
@@ -566,7 +567,8 @@ impl Dfs {
     /// the first one runs. Inside a prefix every alternative stays, so that
     /// any recorded schedule can be followed.
     fn alternatives(&self, point: &Point<'_>) -> (Vec<Alt>, Vec<Alt>) {
-        let filter = self.stack.len() >= self.prefix.len() && !point.pending.is_empty();
+        let filter =
+            self.prune() && self.stack.len() >= self.prefix.len() && !point.pending.is_empty();
         let pending = |t: TaskId| {
             point
                 .runnable
