@@ -246,6 +246,81 @@ fn the_search_skips_steps_that_only_block_and_still_reaches_every_order() {
     assert_eq!(finals.len(), 3);
 }
 
+/// A timer's callback racing a stop and a clock read, with a bystander
+/// that arms a timer of its own: `out` gets 1 if the callback ran, 2 if the
+/// stop cancelled it, 4 if the reader saw the deadline passed.
+async fn timer_race(out: Rc<Cell<u32>>) {
+    let bits = Rc::new(Cell::new(0u32));
+    let done = Rc::new(Unbounded::<()>::new("done"));
+    let b = bits.clone();
+    let timer = Rc::new(
+        sim::after_func(sim::US, "callback", async move {
+            b.set(b.get() | 1);
+        })
+        .await,
+    );
+    let (b, t, d) = (bits.clone(), timer.clone(), done.clone());
+    go("stopper", async move {
+        sim::yield_now().await;
+        if t.stop().await {
+            b.set(b.get() | 2);
+        }
+        d.put(()).await.unwrap();
+    })
+    .await;
+    let (b, d) = (bits.clone(), done.clone());
+    go("reader", async move {
+        sim::yield_now().await;
+        if sim::now() >= sim::US {
+            b.set(b.get() | 4);
+        }
+        d.put(()).await.unwrap();
+    })
+    .await;
+    let d = done.clone();
+    go("sleeper", async move {
+        sim::sleep(2 * sim::US).await;
+        d.put(()).await.unwrap();
+    })
+    .await;
+    for _ in 0..3 {
+        done.get().await;
+    }
+    sim::sleep(5 * sim::US).await;
+    out.set(bits.get());
+}
+
+#[test]
+fn timer_fires_commute_only_with_what_leaves_their_timer_and_the_clock_alone() {
+    // A fire uses the clock, the timer queue and its timer; steps that use
+    // none of them commute with it. The reductions must keep every outcome
+    // of the plain search.
+    for k in 0..=2 {
+        let (plain, plain_finals) =
+            explore_finals(search::Search::bounded(k).unpruned(), timer_race);
+        assert!(plain.complete, "K={k}");
+        for reduction in [Reduction::SleepSets, Reduction::Dpor] {
+            let (reduced, finals) =
+                explore_finals(search::Search::bounded(k).with(reduction), timer_race);
+            eprintln!(
+                "timer race K={k} {reduction:?}: {} (+{} redundant) vs {} plain",
+                reduced.schedules, reduced.redundant, plain.schedules
+            );
+            assert!(reduced.complete, "K={k} {reduction:?}");
+            assert_eq!(finals, plain_finals, "K={k} {reduction:?}");
+        }
+        if k >= 1 {
+            // Stopped in time or not, and the clock read on either side.
+            let values: std::collections::BTreeSet<u32> =
+                plain_finals.iter().map(|&(_, v)| v).collect();
+            assert!(
+                values.contains(&2) && values.contains(&5),
+                "K={k}: {values:?}"
+            );
+        }
+    }
+}
+
 /// The shape of the balancergroup leak in miniature, with the closer woken
 /// by a timer: a remover takes the outgoing lock, takes the child out of the
 /// map and, the group still being started, caches it; a closer that sleeps

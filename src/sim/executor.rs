@@ -23,7 +23,7 @@ use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
 use super::strategy::{Choice, Pending, Point, Strategy};
 use super::task::{
-    Access, Blocker, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
+    Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
 };
 use super::trace::{Trace, TraceEvent};
@@ -353,9 +353,14 @@ impl State {
         self.timer_seq += 1;
         self.timers.push(slot, Reverse((deadline, self.timer_seq)));
         // Timers with the same deadline fire in the order they were armed:
-        // two starts with one deadline do not commute.
+        // two starts with one deadline do not commute. The deadline is
+        // relative to now; a new earliest timer changes which one fires next.
         if self.footprint.is_some() {
             self.touch(deadline_obj(deadline));
+            self.touch_as(CLOCK, Access::Read);
+            if self.timer_head.is_none_or(|d| deadline < d) {
+                self.touch(TIMER_QUEUE);
+            }
         }
         if self.timer_head.is_none_or(|d| deadline < d) {
             self.timer_head = Some(deadline);
@@ -369,9 +374,16 @@ impl State {
 
     /// Go's `Timer.Stop`: true if the timer was pending and is now cancelled.
     pub fn stop_timer(&mut self, slot: u32) -> bool {
-        if self.timers.remove(&slot).is_some() {
+        if let Some((_, Reverse((deadline, _)))) = self.timers.remove(&slot) {
             self.timer_slots[slot as usize] = None;
+            let head = self.timer_head;
             self.refresh_timer_head();
+            if self.footprint.is_some() {
+                self.touch(deadline_obj(deadline));
+                if self.timer_head != head {
+                    self.touch(TIMER_QUEUE);
+                }
+            }
             true
         } else {
             false
@@ -390,6 +402,13 @@ impl State {
         self.refresh_timer_head();
         self.now = self.now.max(deadline);
         let (obj, action) = self.timer_slots[slot as usize].take()?;
+        if self.footprint.is_some() {
+            // What the fire uses besides what its action does (waking a
+            // task orders that task's next step after the fire).
+            for o in [TIMER_QUEUE, CLOCK, deadline_obj(deadline), obj] {
+                self.touch(o);
+            }
+        }
         match action {
             TimerAction::Wake(t) => {
                 self.trace_event(Op::TimerFire, obj, None);
@@ -619,6 +638,9 @@ impl Kernel {
                     if task == main_id {
                         st.main_done_at = Some(now);
                         st.horizon = now.saturating_add(grace);
+                        // Timers past the horizon never fire.
+                        st.touch_as(CLOCK, Access::Read);
+                        st.touch(TIMER_QUEUE);
                     }
                     st.current = None;
                 }

@@ -95,6 +95,9 @@ impl Use {
 pub const TIMER_QUEUE: ObjId = ObjId(u32::MAX);
 pub const TASK_TABLE: ObjId = ObjId(u32::MAX - 1);
 pub const DATA_STREAM: ObjId = ObjId(u32::MAX - 2);
+/// Virtual time: a timer fire writes it, reading `now` or arming a timer
+/// (whose deadline is relative to now) reads it.
+pub const CLOCK: ObjId = ObjId(u32::MAX - 3);
 
 /// What kind of object an [`ObjId`] names; used in traces and leak reports.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

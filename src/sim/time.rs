@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::executor::{TimerAction, with};
 use super::sync::{block, current, preempt};
-use super::task::{Blocker, NO_OBJ, ObjId, ObjKind, Op};
+use super::task::{Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op};
 
 pub const NS: u64 = 1;
 pub const US: u64 = 1_000;
@@ -15,7 +15,11 @@ pub const SEC: u64 = 1_000_000_000;
 
 /// Virtual time in nanoseconds since the start of the run.
 pub fn now() -> u64 {
-    with(|k| k.st.borrow().now)
+    with(|k| {
+        let mut st = k.st.borrow_mut();
+        st.touch_as(CLOCK, Access::Read);
+        st.now
+    })
 }
 
 /// `time.Sleep(d)`.

@@ -15,8 +15,12 @@
 //! kernel reports for every step: the objects it used and how (see
 //! [`Strategy::step_footprint`]). Two steps of different tasks commute
 //! unless they use one object in conflicting ways (anything but two reads
-//! or two additions). Firing a timer moves time and wakes or starts tasks,
-//! so it commutes with nothing.
+//! or two additions). Firing a timer writes the clock, the timer queue, its
+//! deadline and its timer (and starts or wakes a task, which orders that
+//! task after it); reading `now` or arming a timer reads the clock, and a
+//! timer that becomes the earliest writes the queue. So a fire commutes with
+//! steps that leave time and timers alone. Sleep sets still do not survive a
+//! fire (see [`Dfs::sleep_after`]).
 //!
 //! **Sleep sets** (Godefroid). After the subtree of task `a` at a point is
 //! explored, `a` sleeps in its later siblings' subtrees until some step that
@@ -510,7 +514,11 @@ impl Dfs {
     fn sleep_after(&self, parent: usize, fp: &[Use]) -> Vec<(TaskId, Shared)> {
         let p = &self.stack[parent];
         let Some(ran) = p.alternatives[p.chosen].task() else {
-            // A timer fired: nothing commutes with that.
+            // A timer fired. Its footprint is known, but a sleeper kept
+            // across a fire can stand for a reordering that costs more
+            // preemptions than the bound allows: on the timer toy of
+            // `tests/explore.rs` that loses outcomes at K = 1. So a fire
+            // wakes every sleeper.
             return Vec::new();
         };
         p.sleep
@@ -799,12 +807,9 @@ impl Dfs {
             // step that spawned or woke it.
             let mut clock = self.own_past(actor);
             let seq = prev_same.map_or(1, |p| self.step_at(p as usize).seq + 1);
-            // A timer fire moves time and wakes or starts tasks: it
-            // conflicts with every step.
-            let fp: Shared = match choice {
-                Choice::Timer => None,
-                Choice::Task(_) => self.stack[j].footprint.as_deref().map(Rc::from),
-            };
+            // A timer fire's footprint is the clock, the timer queue, its
+            // deadline and its timer, and what a task it starts does.
+            let fp: Shared = self.stack[j].footprint.as_deref().map(Rc::from);
             self.race(actor, &clock, fp.as_deref(), j);
             // The clock: joined with every earlier step this one conflicts
             // with (the last write and later conflicting uses per object).
