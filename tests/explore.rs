@@ -415,7 +415,8 @@ fn every_reduction_finds_the_timer_woken_cache_race_at_bound_two() {
 /// A leaking schedule `lbsim explore scenarios/close_race_minimal.toml
 /// --variant pre-8095 --preemption-bound 2 --choice-bound 0` found: the first
 /// one (#62,406) before the search stopped scheduling steps that only block
-/// (it now finds its first leak sooner, at #20,609; results/README.md). It
+/// and gave timer fires footprints (it now finds its first leak at #3,135;
+/// results/README.md). It
 /// still switches to such steps; replay follows them. Regenerate it with
 /// that command if the model changes.
 const EXPLORED_LEAK: &str = "1:0*6.1*3.2*7.3*4.4*8.c0*2.4*3.5*55.0*2.6*12.5*17.0*2.4*2.7*6.2*21.6*8.8*2.7*6.2*21.6*21.5*55.0*2.9*12.5*16.0*2.10*6.2*21.9*8.11*2.1*2.12*2.7*6.2*21.6*9.13*6.2*21.6*8.14*2.13*7.2*21.6*26.2*9.5*4.6*21.5*13.0*5.15*2.t.16*2.0*9.2.c0.2*7.c0.2*9.3.c0.3*4.4*2.c0.4*8.5*6.4*5.6*2.4*21.c0.4*5.3*3.2*4.0.c0.0*3.5.c0.17*6.0*2.10*4.18*7.0*3.15*3";
