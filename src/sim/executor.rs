@@ -224,7 +224,14 @@ impl State {
 
     pub fn register(&mut self, kind: ObjKind, name: Rc<str>) -> ObjId {
         self.objects.push((kind, name));
-        ObjId(self.objects.len() as u32 - 1)
+        let id = ObjId(self.objects.len() as u32 - 1);
+        // A new event, queue or oneshot has nothing to take yet.
+        if self.footprint.is_some()
+            && matches!(kind, ObjKind::Event | ObjKind::Unbounded | ObjKind::Oneshot)
+        {
+            self.set_unready(id, true);
+        }
+        id
     }
 
     /// Whether an operation waiting on `obj` would block now (see
@@ -355,14 +362,15 @@ impl State {
         // Timers with the same deadline fire in the order they were armed:
         // two starts with one deadline do not commute. The deadline is
         // relative to now; a new earliest timer changes which one fires next.
+        let earliest = self.timer_head.is_none_or(|d| deadline < d);
         if self.footprint.is_some() {
             self.touch(deadline_obj(deadline));
             self.touch_as(CLOCK, Access::Read);
-            if self.timer_head.is_none_or(|d| deadline < d) {
+            if earliest {
                 self.touch(TIMER_QUEUE);
             }
         }
-        if self.timer_head.is_none_or(|d| deadline < d) {
+        if earliest {
             self.timer_head = Some(deadline);
         }
         slot

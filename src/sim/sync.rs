@@ -303,10 +303,8 @@ pub struct Unbounded<T> {
 
 impl<T> Unbounded<T> {
     pub fn new(name: &str) -> Self {
-        let id = register(ObjKind::Unbounded, name);
-        set_unready(id, true);
         Unbounded {
-            id,
+            id: register(ObjKind::Unbounded, name),
             items: RefCell::new(VecDeque::new()),
             closing: Cell::new(false),
             waiters: Waiters::default(),
@@ -383,10 +381,8 @@ pub struct Event {
 
 impl Event {
     pub fn new(name: &str) -> Self {
-        let id = register(ObjKind::Event, name);
-        set_unready(id, true);
         Event {
-            id,
+            id: register(ObjKind::Event, name),
             fired: Cell::new(false),
             waiters: Waiters::default(),
         }
@@ -436,10 +432,8 @@ pub struct OneshotReceiver<T>(Rc<OneshotInner<T>>);
 
 /// A channel that carries one value (a Go `done` channel with a result).
 pub fn oneshot<T>(name: &str) -> (OneshotSender<T>, OneshotReceiver<T>) {
-    let id = register(ObjKind::Oneshot, name);
-    set_unready(id, true);
     let inner = Rc::new(OneshotInner {
-        id,
+        id: register(ObjKind::Oneshot, name),
         value: RefCell::new(None),
         sent: Cell::new(false),
         sender_gone: Cell::new(false),

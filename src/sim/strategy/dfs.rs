@@ -612,8 +612,10 @@ impl Dfs {
             match choice {
                 Choice::Task(t) if Some(t) == point.current || stalls(t) => continue,
                 Choice::Task(t) => alts.push(task(t, point.current.is_some())),
+                // With no task to run, every task would only block: the
+                // timer waits until they have.
                 Choice::Timer => {
-                    if !alts.is_empty() || !point.runnable.iter().any(|&t| stalls(t)) {
+                    if !alts.is_empty() {
                         let preempts = point.current.is_some()
                             || point.next_timer.is_some_and(|d| d > point.now);
                         alts.push(Alt::Sched {
