@@ -162,9 +162,10 @@ fn reductions_prune_reorderings_but_keep_every_outcome() {
                 plain.count(Outcome::Panic) > 0,
                 "K={k}"
             );
-            // Far fewer schedules.
+            // Fewer schedules; far fewer once preemptions multiply them.
+            let factor = if k == 0 { 1 } else { 2 };
             assert!(
-                pruned.schedules * 2 < plain.schedules,
+                pruned.schedules * factor < plain.schedules,
                 "K={k}: {} pruned vs {} plain",
                 pruned.schedules,
                 plain.schedules
@@ -703,4 +704,58 @@ fn dpor_finds_the_explored_leak_below_the_prefix_before_its_first_preemption() {
         ex.schedules
     );
     assert_eq!(ex.failures[0].preemptions, 2);
+}
+
+/// Sleep sets against the preemption bound: `t` first takes a lock of its
+/// own, then appends 1 to a log under the shared mutex; `u` appends 2
+/// under it. `out` gets the log (12 or 21).
+async fn own_lock_first(out: Rc<Cell<u32>>) {
+    let shared = Rc::new((sim::Mutex::new("m"), Cell::new(0u32)));
+    let done = Rc::new(Unbounded::<()>::new("done"));
+    let (s, d) = (shared.clone(), done.clone());
+    go("t", async move {
+        let own = sim::Mutex::new("own");
+        own.lock().await.unlock().await;
+        let g = s.0.lock().await;
+        s.1.set(s.1.get() * 10 + 1);
+        g.unlock().await;
+        d.put(()).await.unwrap();
+    })
+    .await;
+    let (s, d) = (shared.clone(), done.clone());
+    go("u", async move {
+        let g = s.0.lock().await;
+        s.1.set(s.1.get() * 10 + 2);
+        g.unlock().await;
+        d.put(()).await.unwrap();
+    })
+    .await;
+    for _ in 0..2 {
+        done.get().await;
+    }
+    out.set(shared.1.get());
+}
+
+#[test]
+fn a_sleeping_task_stands_for_its_whole_run_not_its_first_step() {
+    // Once `t` has run first, `u`'s run commutes with `t`'s first step, so
+    // `t` would sleep through it. But `u` then `t` (log 21) needs no
+    // preemption, while moving only `t`'s first step before `u` costs one:
+    // with one-step sleep sets, K = 0 reached only 12.
+    for k in 0..=2 {
+        let (plain, plain_finals) =
+            explore_finals(search::Search::bounded(k).unpruned(), own_lock_first);
+        let logs: std::collections::BTreeSet<u32> = plain_finals.iter().map(|&(_, v)| v).collect();
+        assert_eq!(logs, [12, 21].into(), "K={k}");
+        for reduction in [Reduction::SleepSets, Reduction::Dpor] {
+            let (reduced, finals) =
+                explore_finals(search::Search::bounded(k).with(reduction), own_lock_first);
+            eprintln!(
+                "own lock first K={k} {reduction:?}: {} (+{} redundant) vs {} plain",
+                reduced.schedules, reduced.redundant, plain.schedules
+            );
+            assert!(reduced.complete, "K={k} {reduction:?}");
+            assert_eq!(finals, plain_finals, "K={k} {reduction:?}");
+        }
+    }
 }

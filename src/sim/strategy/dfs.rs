@@ -19,14 +19,19 @@
 //! deadline and its timer (and starts or wakes a task, which orders that
 //! task after it); reading `now` or arming a timer reads the clock, and a
 //! timer that becomes the earliest writes the queue. So a fire commutes with
-//! steps that leave time and timers alone. Sleep sets still do not survive a
-//! fire (see [`Dfs::sleep_after`]).
+//! steps that leave time and timers alone.
 //!
 //! **Sleep sets** (Godefroid). After the subtree of task `a` at a point is
 //! explored, `a` sleeps in its later siblings' subtrees until some step that
-//! does not commute with `a`'s step runs; a sleeping task is not scheduled,
-//! because every schedule that runs it there is a reordering of one already
-//! explored. When every alternative at a point sleeps, the rest of that
+//! does not commute with `a`'s run there runs; a sleeping task is not
+//! scheduled, because every schedule that runs it there is a reordering of
+//! one already explored. Under a preemption bound the reordering must not
+//! cost more preemptions than the schedule it stands for, which is why a
+//! sleeper carries the footprint of its whole run from its point (every
+//! step it took there without a switch, until it blocked) and not of its
+//! first step only, and why a preempting alternative does not sleep behind
+//! the running task's (see [`Dfs::sleep_after`], which gives the argument).
+//! When every alternative at a point sleeps, the rest of that
 //! execution is redundant: it finishes without branching (so the model
 //! shuts down and frees what it holds) and is reported as redundant, not as
 //! a schedule.
@@ -63,12 +68,12 @@
 //! is disabled) and cut the runs of `close_race_minimal` at K = 1 by five.
 //!
 //! Footprints are observed, not predicted: a sleeping task's entry carries
-//! the footprint its step had when it was explored, which stays valid while
+//! the footprint its run had when it was explored, which stays valid while
 //! only commuting steps run. Reads of model state outside kernel objects are
 //! assumed to be protected by kernel objects (the Go code is race-free).
-//! Under a preemption bound neither reduction is proven complete (a
-//! reordering can cost a different number of preemptions), so both are
-//! checked against the plain search on small models in the tests.
+//! The tests check both reductions against the plain search on small
+//! models, including ones where a sleep set that ignored the bound lost an
+//! outcome.
 
 use std::rc::Rc;
 
@@ -157,16 +162,35 @@ struct Frame {
     spent_before: u32,
     /// Non-first model choices made before this frame.
     choices_before: u32,
-    /// Tasks asleep here, with the footprint of their step.
+    /// Tasks asleep here, with the footprint of their run (see [`Done`]).
     sleep: Vec<(TaskId, Shared)>,
-    /// Task alternatives whose subtrees are done, with their step footprint.
-    done: Vec<(TaskId, Shared)>,
+    /// Task alternatives whose subtrees are done.
+    done: Vec<Done>,
+    /// Footprint of the steps the chosen task took after this one without
+    /// a switch, over the executions that passed through it; `None` if
+    /// unknown, or if the task could have gone on where the search did
+    /// not let it (it slept there).
+    run: Footprint,
+    /// The task running at this point, if any (it could go on).
+    current: Option<TaskId>,
     /// Footprint of the chosen alternative's step (union over the
     /// executions that passed through it).
     footprint: Footprint,
     /// The chosen step as the race analysis saw it (scheduling frames of
     /// the current execution that have been analysed).
     step: Option<StepInfo>,
+}
+
+/// A task alternative whose subtree is done. It sleeps in its later
+/// siblings' subtrees with the footprint of its whole run from this point:
+/// the steps it took here without a switch until it blocked, over the
+/// executions of its subtree (see [`Dfs::sleep_after`]).
+#[derive(Clone, Debug)]
+struct Done {
+    task: TaskId,
+    fp: Shared,
+    /// Choosing it here was a preemption.
+    preempts: bool,
 }
 
 /// Search state of one alternative at a point.
@@ -496,9 +520,28 @@ impl Dfs {
             };
             self.rollback(owner);
             let top = &mut self.stack[index];
-            if let Some(t) = top.alternatives.get(top.chosen).and_then(|a| a.task()) {
-                let fp = top.footprint.replace(Vec::new());
-                top.done.push((t, fp.map(Rc::from)));
+            if let Some(&Alt::Sched {
+                choice: Choice::Task(task),
+                preempts,
+                ..
+            }) = top.alternatives.get(top.chosen)
+            {
+                let mut fp = top.footprint.replace(Vec::new());
+                let run = top.run.replace(Vec::new());
+                union(&mut fp, &run);
+                // The run from the previous point, if the task went on
+                // from there to here.
+                if top.current == Some(task)
+                    && let Some(prev) = self.previous_sched(index)
+                    && self.stack[prev].alternatives[self.stack[prev].chosen].task() == Some(task)
+                {
+                    union(&mut self.stack[prev].run, &fp);
+                }
+                self.stack[index].done.push(Done {
+                    task,
+                    fp: fp.map(Rc::from),
+                    preempts,
+                });
             }
             if let Some(next) = self.next_alternative(index) {
                 self.stack[index].chosen = next;
@@ -510,26 +553,71 @@ impl Dfs {
     }
 
     /// The tasks asleep after the step of the scheduling frame `parent`,
-    /// whose footprint was `fp`.
+    /// whose footprint was `fp`: those asleep there and those whose
+    /// subtrees are done there, as long as their runs commute with the step.
+    ///
+    /// A sleeper `t` stands for moving its run to the point where its
+    /// subtree was explored. Say that from there, `u w` ran and then `t`
+    /// ran `t1 .. tj` before a switch to `r`. If `u w` commutes with all of
+    /// `t`'s run there, this is a reordering of `t1 .. tj u w r`, in `t`'s
+    /// subtree. That reordering costs no more preemptions: leaving `tj` is
+    /// a preemption in both or in neither, entering `t1` after `w` is one if
+    /// entering `r` after `w` is, and at the point itself, choosing `t`
+    /// costs no more than choosing `u` unless `u` was the running task (so
+    /// a preempting alternative never sleeps behind the running task's).
+    /// So it was explored if the run it stands for fits the bound.
+    ///
+    /// Sleeping with the footprint of one step is not enough under a
+    /// bound: moving only `t1` adds a switch from `t` to `u` where `t` could
+    /// go on, and a schedule that needed none is lost (the `own_lock_first`
+    /// toy of `tests/explore.rs` loses an outcome at K = 0 that way).
     fn sleep_after(&self, parent: usize, fp: &[Use]) -> Vec<(TaskId, Shared)> {
         let p = &self.stack[parent];
-        let Some(ran) = p.alternatives[p.chosen].task() else {
-            // A timer fired. Its footprint is known, but a sleeper kept
-            // across a fire can stand for a reordering that costs more
-            // preemptions than the bound allows: on the timer toy of
-            // `tests/explore.rs` that loses outcomes at K = 1. So a fire
-            // wakes every sleeper.
-            return Vec::new();
+        let (ran, preempts) = match p.alternatives[p.chosen] {
+            Alt::Sched {
+                choice, preempts, ..
+            } => (
+                match choice {
+                    Choice::Task(t) => Some(t),
+                    Choice::Timer => None,
+                },
+                preempts,
+            ),
+            Alt::Pick(_) => (None, false),
         };
-        p.sleep
+        let keeps =
+            |t: TaskId, sfp: &Shared| Some(t) != ran && commute_uses(sfp.as_deref(), Some(fp));
+        let mut sleep: Vec<(TaskId, Shared)> = p
+            .sleep
             .iter()
-            .chain(&p.done)
-            .filter(|(t, sfp)| *t != ran && commute_uses(sfp.as_deref(), Some(fp)))
+            .filter(|(t, sfp)| keeps(*t, sfp))
             .cloned()
-            .collect()
+            .collect();
+        sleep.extend(
+            p.done
+                .iter()
+                .filter(|d| {
+                    (self.bound.is_none() || preempts || !d.preempts) && keeps(d.task, &d.fp)
+                })
+                .map(|d| (d.task, d.fp.clone())),
+        );
+        sleep
     }
 
-    fn push_frame(&mut self, alternatives: Vec<Alt>, also: Vec<Alt>, sleep: Vec<(TaskId, Shared)>) {
+    /// The scheduling frame before frame `index`.
+    fn previous_sched(&self, index: usize) -> Option<usize> {
+        (0..index)
+            .rev()
+            .find(|&i| matches!(self.stack[i].alternatives[0], Alt::Sched { .. }))
+    }
+
+    fn push_frame(
+        &mut self,
+        alternatives: Vec<Alt>,
+        also: Vec<Alt>,
+        sleep: Vec<(TaskId, Shared)>,
+        current: Option<TaskId>,
+    ) {
         let pick = matches!(alternatives.first(), Some(Alt::Pick(_)));
         let mark = if pick || self.reduction != Reduction::Dpor {
             Mark::Todo
@@ -545,6 +633,8 @@ impl Dfs {
             choices_before: self.choices,
             sleep,
             done: Vec::new(),
+            run: Some(Vec::new()),
+            current,
             footprint: Some(Vec::new()),
             step: None,
         });
@@ -1069,13 +1159,22 @@ impl Strategy for Dfs {
                 (Some(p), Some(fp)) => self.sleep_after(p, &fp),
                 _ => Vec::new(),
             };
-            self.push_frame(alts, also, sleep);
+            self.push_frame(alts, also, sleep, point.current);
             let index = self.stack.len() - 1;
             let first = if self.force(index) {
                 Some(self.stack[index].chosen)
             } else {
                 self.first_alternative(index)
             };
+            // The task that ran last could go on here but sleeps: its run
+            // from its frame is not known in full.
+            if let Some(p) = self.last_sched
+                && let Some(t) = self.stack[p].alternatives[self.stack[p].chosen].task()
+                && point.current == Some(t)
+                && first.is_none_or(|f| self.stack[index].alternatives[f].task() != Some(t))
+            {
+                self.stack[p].run = None;
+            }
             match first {
                 Some(first) => self.stack[index].chosen = first,
                 None => {
@@ -1104,7 +1203,12 @@ impl Strategy for Dfs {
             return 0;
         }
         if self.depth == self.stack.len() {
-            self.push_frame((0..n).map(Alt::Pick).collect(), Vec::new(), Vec::new());
+            self.push_frame(
+                (0..n).map(Alt::Pick).collect(),
+                Vec::new(),
+                Vec::new(),
+                None,
+            );
             let index = self.stack.len() - 1;
             if !self.force(index) {
                 self.stack[index].marks[0] = Mark::Done;
