@@ -659,7 +659,7 @@ fn explore_reports_schedules_and_completeness_as_json() {
     assert_eq!(v["complete"], false);
     assert_eq!(v["leaks"], 0);
     assert_eq!(v["variant"], "pr-8095");
-    assert_eq!(v["reduction"], "dpor");
+    assert_eq!(v["reduction"], "sleep-sets");
     assert!(v["pruned_alternatives"].as_u64().is_some());
     assert!(v["redundant_executions"].as_u64().is_some());
     assert!(v["choice_bound"].is_null());

@@ -34,9 +34,11 @@ pub struct ExploreArgs {
     /// The variant to explore (one).
     #[arg(long)]
     pub variant: String,
-    /// Most preemptions per schedule: a switch away from a task that could
-    /// continue, or firing a timer while a task could continue or before its
-    /// deadline; switches forced by blocking are free.
+    /// Most preemptions per schedule. A switch away from a task that could
+    /// continue costs one, and so does firing a timer before its deadline
+    /// (firing one early while a task could continue costs two). Switches
+    /// forced by blocking, and the choice right after a timer fired, are
+    /// free.
     #[arg(long)]
     pub preemption_bound: u32,
     /// Stop after this many schedules (the report then says `complete: false`).
@@ -56,12 +58,14 @@ pub struct ExploreArgs {
     /// first alternative [default: all enumerated].
     #[arg(long)]
     pub choice_bound: Option<u32>,
-    /// How reorderings of explored schedules are skipped: `dpor` tries an
-    /// alternative only where an explored execution has a race that needs
-    /// it, plus sleep sets; `sleep-sets` tries every alternative whose task
-    /// is awake; `none` explores every schedule within the bounds (slowest;
-    /// for checking the others).
-    #[arg(long, value_enum, default_value_t = ReductionArg::Dpor)]
+    /// How reorderings of explored schedules are skipped: `sleep-sets`
+    /// tries every alternative whose task is awake, and reaches every
+    /// outcome the plain search reaches; `dpor` tries an alternative only
+    /// where an explored execution has a race that needs it (faster, but
+    /// under a preemption bound it can miss schedules: use it to hunt, not
+    /// to prove absence); `none` explores every schedule within the bounds
+    /// (slowest; for checking the others).
+    #[arg(long, value_enum, default_value_t = ReductionArg::SleepSets)]
     pub reduction: ReductionArg,
     /// Explore only the schedules that begin with this schedule's decisions
     /// (as `replay --schedule` takes it; its preemptions count towards the

@@ -98,7 +98,7 @@ impl Search {
     pub fn bounded(bound: u32) -> Self {
         Search {
             bound: Some(bound),
-            reduction: Reduction::Dpor,
+            reduction: Reduction::SleepSets,
             choice_bound: None,
             stop: None,
             prefix: Vec::new(),

@@ -365,6 +365,7 @@ impl State {
         let earliest = self.timer_head.is_none_or(|d| deadline < d);
         if self.footprint.is_some() {
             self.touch(deadline_obj(deadline));
+            self.touch_as(slot_obj(slot), Access::Arm);
             self.touch_as(CLOCK, Access::Read);
             if earliest {
                 self.touch(TIMER_QUEUE);
@@ -416,6 +417,7 @@ impl State {
             for o in [TIMER_QUEUE, CLOCK, deadline_obj(deadline), obj] {
                 self.touch(o);
             }
+            self.touch_as(slot_obj(slot), Access::Fire);
         }
         match action {
             TimerAction::Wake(t) => {
@@ -463,10 +465,17 @@ impl State {
 
 /// The pseudo-object of a timer deadline in footprints (distinct deadlines
 /// may share one; that only makes steps look dependent).
+const DEADLINE_SPAN: u32 = 1 << 24;
+
 fn deadline_obj(deadline: u64) -> ObjId {
-    const SPAN: u64 = 1 << 24;
     let h = deadline.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-    ObjId(TIMER_QUEUE.0 - 16 - (h % SPAN) as u32)
+    ObjId(TIMER_QUEUE.0 - 16 - (h % u64::from(DEADLINE_SPAN)) as u32)
+}
+
+/// The pseudo-object of one armed timer (its slot), below the deadlines:
+/// its arming and its fire use it.
+fn slot_obj(slot: u32) -> ObjId {
+    ObjId(TIMER_QUEUE.0 - 16 - DEADLINE_SPAN - (slot % DEADLINE_SPAN))
 }
 
 /// What a preemption point does next.
@@ -487,6 +496,9 @@ impl Kernel {
     /// point that could continue, or `None` if the running task blocked.
     #[inline(always)]
     fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
+        // A timer that fires is like a task that takes one step and
+        // blocks: the choice after it is free.
+        let mut fired = false;
         loop {
             if st.steps >= st.max_steps || st.now > st.max_time {
                 st.limit_hit = true;
@@ -498,6 +510,25 @@ impl Kernel {
                     return Next::Idle;
                 }
                 // Nothing can run: time jumps to the next timer; not a choice.
+                // A strategy that follows footprints still sees it, as a
+                // point with the timer as its only alternative: the fire is
+                // a step like any other for its analysis. It is not a
+                // decision of the schedule.
+                if let Some(f) = &mut st.footprint {
+                    st.strategy.step_footprint(f);
+                    f.clear();
+                    st.pending.clear();
+                    let point = Point {
+                        runnable: &[],
+                        current: None,
+                        next_timer: timer,
+                        now: st.now,
+                        step: st.steps,
+                        pending: &st.pending,
+                    };
+                    let d = st.strategy.next_task(&point);
+                    debug_assert_eq!(d.choice, Choice::Timer);
+                }
                 let spawned = st.fire_next_timer();
                 self.install(spawned);
                 continue;
@@ -528,18 +559,21 @@ impl Kernel {
             st.note_decision(Step::from_choice(d.choice, dt));
             match d.choice {
                 Choice::Timer => {
-                    // Firing a timer while a task could run, or before its
-                    // deadline, stalls someone: a preemption.
-                    if cur.is_some() || early.is_some_and(|d| d > st.now) {
-                        st.preemptions += 1;
-                        st.timer_preemptions += 1;
-                    }
+                    // Firing a timer while a task could go on switches away
+                    // from it (unless a fire just left a free choice), and
+                    // firing it before its deadline stalls whoever could
+                    // run: one preemption each.
+                    let cost = u64::from(cur.is_some() && !fired)
+                        + u64::from(early.is_some_and(|d| d > st.now));
+                    st.preemptions += cost;
+                    st.timer_preemptions += cost;
+                    fired = true;
                     let spawned = st.fire_next_timer();
                     self.install(spawned);
                 }
                 Choice::Task(t) if Some(t) == cur => return Next::Continue,
                 Choice::Task(t) => {
-                    if cur.is_some() {
+                    if cur.is_some() && !fired {
                         st.preemptions += 1;
                     }
                     return Next::Switch(t);

@@ -42,13 +42,21 @@ pub enum Access {
     Release,
     /// Tries a held mutex and blocks (changes nothing).
     Attempt,
+    /// Arms a timer (on the timer's own pseudo-object).
+    Arm,
+    /// Fires that timer: it cannot come before its arming, so the two are
+    /// ordered but never a race.
+    Fire,
 }
 
 impl Access {
     /// Every other access to the object is ordered against this one, so
     /// whatever came before this use on the object happens before it too.
     pub fn exclusive(self) -> bool {
-        matches!(self, Access::Write | Access::Acquire | Access::Release)
+        matches!(
+            self,
+            Access::Write | Access::Acquire | Access::Release | Access::Arm | Access::Fire
+        )
     }
 }
 
@@ -83,7 +91,7 @@ impl Use {
         self.conflicts(earlier)
             && !matches!(
                 (earlier.access, self.access),
-                (Release | Attempt, Acquire | Attempt) | (Attempt, Release)
+                (Release | Attempt, Acquire | Attempt) | (Attempt, Release) | (Arm, Fire)
             )
     }
 }

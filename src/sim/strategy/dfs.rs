@@ -3,12 +3,20 @@
 //! and extends it with the non-preempting choice; after the run, the deepest
 //! frame with an untried alternative within the bound is advanced.
 //!
-//! A preemption is choosing anything other than the running task while it
-//! could continue, or firing a timer before its deadline. Switches forced by
-//! blocking are free. Model choices (`select`, map order) are enumerated too
-//! and never count as preemptions; an optional choice bound limits how many
-//! of them may differ from the first alternative (the first ready case, the
-//! first order), for spaces where those choices multiply everything.
+//! Preemptions are counted per actor switch, tasks and the timer alike: a
+//! switch away from a task that could continue costs one (firing a timer
+//! while it could continue is such a switch), and firing a timer before its
+//! deadline costs one more. Switches forced by blocking are free, and so is
+//! the choice right after a fire (the timer took its step and is done, as a
+//! task that blocked). The two costs add up, so a reordering of commuting
+//! steps changes the cost only through the switches at its ends; the
+//! reductions below rely on that. When nothing can run and a timer fires by
+//! itself, that fire is a frame with one alternative (it is not a decision
+//! of the schedule), so that the race analysis sees it. Model choices
+//! (`select`, map order) are enumerated too and never count as
+//! preemptions; an optional choice bound limits how many of them may differ
+//! from the first alternative (the first ready case, the first order), for
+//! spaces where those choices multiply everything.
 //!
 //! Three reductions ([`Reduction`]) skip schedules that only reorder
 //! commuting steps of ones already explored. All rest on the footprint the
@@ -19,26 +27,31 @@
 //! deadline and its timer (and starts or wakes a task, which orders that
 //! task after it); reading `now` or arming a timer reads the clock, and a
 //! timer that becomes the earliest writes the queue. So a fire commutes with
-//! steps that leave time and timers alone.
+//! steps that leave time and timers alone. A fire comes after the arming of
+//! its timer (`Access::Arm` and `Access::Fire` on the timer's slot): that is
+//! an ordering, never a race.
 //!
-//! **Sleep sets** (Godefroid). After the subtree of task `a` at a point is
-//! explored, `a` sleeps in its later siblings' subtrees until some step that
-//! does not commute with `a`'s run there runs; a sleeping task is not
-//! scheduled, because every schedule that runs it there is a reordering of
-//! one already explored. Under a preemption bound the reordering must not
-//! cost more preemptions than the schedule it stands for, which is why a
-//! sleeper carries the footprint of its whole run from its point (every
-//! step it took there without a switch, until it blocked) and not of its
-//! first step only, and why a preempting alternative does not sleep behind
-//! the running task's (see [`Dfs::sleep_after`], which gives the argument).
-//! When every alternative at a point sleeps, the rest of that
-//! execution is redundant: it finishes without branching (so the model
-//! shuts down and frees what it holds) and is reported as redundant, not as
-//! a schedule.
+//! **Sleep sets** (Godefroid), the default. After the subtree of task `a` at
+//! a point is explored, `a` sleeps in its later siblings' subtrees until a
+//! step that does not commute with `a`'s step there runs; a sleeping task is
+//! not scheduled, because every schedule that runs it there is a reordering
+//! of one already explored. Under a preemption bound the reordering must
+//! not cost more preemptions than the schedule it stands for. Moving one
+//! step can add a switch (away from `a` where it could go on), so the
+//! argument moves `a`'s whole run (see [`Dfs::sleep_after`]): while the
+//! steps since its point commute with that run, `a` is not scheduled; once
+//! they do not, it is scheduled only as a probe that must go on until one of
+//! its steps conflicts with a step it slept through. A preempting
+//! alternative does not sleep behind the running task's. When every
+//! alternative at a point sleeps, the rest of that execution is redundant:
+//! it finishes without branching (so the model shuts down and frees what it
+//! holds) and is reported as redundant, not as a schedule.
+//! `tests/reduction_fuzz.rs` checks this reduction against the plain search
+//! on random programs at K = 0, 1 and 2.
 //!
 //! **Dynamic partial-order reduction** (Flanagan and Godefroid, POPL 2005),
-//! the default, with the sleep sets on top. A point starts with only its
-//! first alternative to explore. After each execution, its steps get vector
+//! with the sleep sets on top. A point starts with only its first
+//! alternative to explore. After each execution, its steps get vector
 //! clocks: a step happens after its task's previous step, after the step
 //! that spawned or woke its task, and after every earlier step it conflicts
 //! with. Two conflicting steps of different tasks that are not ordered
@@ -49,9 +62,13 @@
 //! preemption the budget cannot pay while switching where the earlier
 //! step's task was last switched to is free, so the task is also tried
 //! there, or every alternative if it could not run there (the conservative
-//! points of BPOR, Coons, Musuvathi and McKinley, OOPSLA 2013). Without
-//! them, a search below the prefix of the `pre-8095` leak that `explore`
-//! found missed it; with them it finds it.
+//! points of BPOR, Coons, Musuvathi and McKinley, OOPSLA 2013). Fires are
+//! not a sequence of their own: a fire's past is its timer's arming, and it
+//! races with steps that armed an earlier timer since. Even so, on random
+//! programs this reduction misses outcomes of the plain search at K = 1
+//! (the reversal of one race can need a preemption that only a reordering
+//! of another makes affordable), so it is for hunting bugs fast, not for
+//! showing their absence.
 //!
 //! **Steps that only block** are not scheduled by either reduction (the
 //! plain search keeps them: it is the reference). The kernel tells which
@@ -65,15 +82,13 @@
 //! holder's acquire, not with the release that let it through, and its
 //! task's readiness after a release is not an ordering. This is the usual
 //! model of locks in partial-order reduction (a task waiting on a held lock
-//! is disabled) and cut the runs of `close_race_minimal` at K = 1 by five.
+//! is disabled).
 //!
 //! Footprints are observed, not predicted: a sleeping task's entry carries
-//! the footprint its run had when it was explored, which stays valid while
-//! only commuting steps run. Reads of model state outside kernel objects are
-//! assumed to be protected by kernel objects (the Go code is race-free).
-//! The tests check both reductions against the plain search on small
-//! models, including ones where a sleep set that ignored the bound lost an
-//! outcome.
+//! the footprints its step and its run had when they were explored, which
+//! stay valid while only commuting steps run. Reads of model state outside
+//! kernel objects are assumed to be protected by kernel objects (the Go
+//! code is race-free).
 
 use std::rc::Rc;
 
@@ -162,8 +177,12 @@ struct Frame {
     spent_before: u32,
     /// Non-first model choices made before this frame.
     choices_before: u32,
-    /// Tasks asleep here, with the footprint of their run (see [`Done`]).
-    sleep: Vec<(TaskId, Shared)>,
+    /// Tasks asleep here.
+    sleep: Vec<Sleeper>,
+    /// The chosen alternative probes a sleeper: its task must go on until a
+    /// step of it conflicts with these uses, those of the steps it slept
+    /// through (see [`Dfs::sleep_after`]).
+    probe: Option<Rc<[Use]>>,
     /// Task alternatives whose subtrees are done.
     done: Vec<Done>,
     /// Footprint of the steps the chosen task took after this one without
@@ -173,6 +192,11 @@ struct Frame {
     run: Footprint,
     /// The task running at this point, if any (it could go on).
     current: Option<TaskId>,
+    /// Nothing could run: a timer fires by itself. Not a decision of the
+    /// schedule; the frame is there for the race analysis.
+    forced: bool,
+    /// Decisions of the schedule before this frame.
+    decision: u32,
     /// Footprint of the chosen alternative's step (union over the
     /// executions that passed through it).
     footprint: Footprint,
@@ -188,9 +212,48 @@ struct Frame {
 #[derive(Clone, Debug)]
 struct Done {
     task: TaskId,
-    fp: Shared,
+    /// Footprint of its step here.
+    step: Shared,
+    /// Footprint of its run from here (the step included).
+    run: Shared,
     /// Choosing it here was a preemption.
     preempts: bool,
+}
+
+/// A task asleep at a point.
+#[derive(Clone, Debug)]
+struct Sleeper {
+    task: TaskId,
+    /// Footprint of its step where its subtree was explored.
+    step: Shared,
+    /// Footprint of its run there.
+    run: Shared,
+    /// That point (a scheduling frame).
+    origin: u32,
+    /// A step since then did not commute with its run: scheduling it here
+    /// can reach something new, but only if it goes on until one of its
+    /// steps conflicts with a step it slept through.
+    probe: bool,
+}
+
+/// A probe in progress (see [`Sleeper::probe`]).
+#[derive(Clone, Debug)]
+struct Probe {
+    task: TaskId,
+    /// Uses of the steps it slept through.
+    slept: Rc<[Use]>,
+    /// The frame where it started.
+    at: usize,
+}
+
+/// Whether an alternative's task sleeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asleep {
+    No,
+    Yes,
+    /// It may be probed (see [`Sleeper::probe`]); its subtree was explored
+    /// at this frame.
+    Probe(u32),
 }
 
 /// Search state of one alternative at a point.
@@ -232,7 +295,10 @@ impl Reduction {
 enum Alt {
     Sched {
         choice: Choice,
+        /// Choosing it switches away from a task that could go on.
         preempts: bool,
+        /// It fires a timer before its deadline (that costs one more).
+        early: bool,
         /// The task's step locks a mutex.
         locks: bool,
     },
@@ -240,6 +306,16 @@ enum Alt {
 }
 
 impl Alt {
+    /// Preemptions it costs.
+    fn cost(self) -> u32 {
+        match self {
+            Alt::Sched {
+                preempts, early, ..
+            } => u32::from(preempts) + u32::from(early),
+            Alt::Pick(_) => 0,
+        }
+    }
+
     fn task(self) -> Option<TaskId> {
         match self {
             Alt::Sched {
@@ -371,6 +447,9 @@ pub struct Dfs {
     /// Runnable tasks at the latest point whose next step tries a held
     /// mutex.
     held: Vec<TaskId>,
+    /// The task this execution probes, and the uses of the steps it slept
+    /// through, until one of its steps conflicts with them.
+    probing: Option<Probe>,
 }
 
 impl Dfs {
@@ -405,6 +484,7 @@ impl Dfs {
             races: Races::default(),
             prefix: Vec::new(),
             held: Vec::new(),
+            probing: None,
         }
     }
 
@@ -419,10 +499,11 @@ impl Dfs {
     /// explored. False if the frame is past the prefix or the recorded
     /// decision is not among its alternatives.
     fn force(&mut self, index: usize) -> bool {
-        let Some(&want) = self.prefix.get(index) else {
+        let f = &mut self.stack[index];
+        let decision = f.decision as usize;
+        let Some(&want) = self.prefix.get(decision).filter(|_| !f.forced) else {
             return false;
         };
-        let f = &mut self.stack[index];
         let Some(k) = f.alternatives.iter().position(|a| match (a, want) {
             (Alt::Pick(k), StepKind::Choose(w)) => *k == w as usize,
             (
@@ -441,7 +522,7 @@ impl Dfs {
             ) => t.0 == w,
             _ => false,
         }) else {
-            self.prefix.truncate(index);
+            self.prefix.truncate(decision);
             return false;
         };
         f.marks.fill(Mark::Done);
@@ -469,20 +550,51 @@ impl Dfs {
 
     fn allowed(&self, f: &Frame, alt: Alt) -> bool {
         match alt {
-            Alt::Sched { preempts: true, .. } => self.bound.is_none_or(|b| f.spent_before < b),
+            Alt::Sched { .. } => self.bound.is_none_or(|b| f.spent_before + alt.cost() <= b),
             Alt::Pick(k) if k > 0 => self.choice_bound.is_none_or(|c| f.choices_before < c),
             _ => true,
         }
     }
 
-    fn asleep(frame: &Frame, alt: Alt) -> bool {
-        alt.task()
-            .is_some_and(|t| frame.sleep.iter().any(|(s, _)| *s == t))
+    fn asleep(&self, frame: &Frame, alt: Alt) -> Asleep {
+        let Some(t) = alt.task() else {
+            return Asleep::No;
+        };
+        // A task probed at a point is done there too: any entry that
+        // lets it sleep outright wins, else the probe from the latest point
+        // (the fewest steps slept through).
+        let mut asleep = Asleep::No;
+        let mut deep = None;
+        for s in frame.sleep.iter().filter(|s| s.task == t) {
+            match (s.probe, asleep) {
+                (false, _) => deep = Some(s.origin),
+                (true, Asleep::Probe(o)) if o >= s.origin => {}
+                (true, _) => asleep = Asleep::Probe(s.origin),
+            }
+        }
+        if deep.is_some() { Asleep::Yes } else { asleep }
+    }
+
+    /// Chooses alternative `i` at frame `index`, as a probe if its task
+    /// sleeps there since frame `origin`: the uses of the steps from there
+    /// are what the probe must conflict with (none known: no probe).
+    fn choose_at(&mut self, index: usize, i: usize, origin: Option<u32>) {
+        let probe = origin.and_then(|o| {
+            let mut slept: Footprint = Some(Vec::new());
+            for f in &self.stack[o as usize..index] {
+                union(&mut slept, &f.footprint);
+            }
+            slept.map(Rc::from)
+        });
+        let f = &mut self.stack[index];
+        f.marks[i] = Mark::Done;
+        f.chosen = i;
+        f.probe = probe;
     }
 
     /// The next alternative to explore at frame `index`: the first one
-    /// marked `Todo` that is within the bound and awake. Sleeping ones are
-    /// marked done and counted as pruned.
+    /// marked `Todo` that is within the bound and not asleep (it may be a
+    /// probe). Sleeping ones are marked done and counted as pruned.
     fn next_alternative(&mut self, index: usize) -> Option<usize> {
         for i in 0..self.stack[index].alternatives.len() {
             let f = &self.stack[index];
@@ -490,12 +602,19 @@ impl Dfs {
             if f.marks[i] != Mark::Todo || !self.allowed(f, alt) {
                 continue;
             }
-            let asleep = Self::asleep(f, alt);
-            self.stack[index].marks[i] = Mark::Done;
-            if asleep {
-                self.pruned += 1;
-            } else {
-                return Some(i);
+            match self.asleep(f, alt) {
+                Asleep::Yes => {
+                    self.stack[index].marks[i] = Mark::Done;
+                    self.pruned += 1;
+                }
+                Asleep::No => {
+                    self.choose_at(index, i, None);
+                    return Some(i);
+                }
+                Asleep::Probe(o) => {
+                    self.choose_at(index, i, Some(o));
+                    return Some(i);
+                }
             }
         }
         None
@@ -526,9 +645,9 @@ impl Dfs {
                 ..
             }) = top.alternatives.get(top.chosen)
             {
-                let mut fp = top.footprint.replace(Vec::new());
-                let run = top.run.replace(Vec::new());
-                union(&mut fp, &run);
+                let step = top.footprint.replace(Vec::new());
+                let mut fp = top.run.replace(Vec::new());
+                union(&mut fp, &step);
                 // The run from the previous point, if the task went on
                 // from there to here.
                 if top.current == Some(task)
@@ -539,12 +658,12 @@ impl Dfs {
                 }
                 self.stack[index].done.push(Done {
                     task,
-                    fp: fp.map(Rc::from),
+                    step: step.map(Rc::from),
+                    run: fp.map(Rc::from),
                     preempts,
                 });
             }
-            if let Some(next) = self.next_alternative(index) {
-                self.stack[index].chosen = next;
+            if self.next_alternative(index).is_some() {
                 return true;
             }
             self.stack.pop();
@@ -554,24 +673,38 @@ impl Dfs {
 
     /// The tasks asleep after the step of the scheduling frame `parent`,
     /// whose footprint was `fp`: those asleep there and those whose
-    /// subtrees are done there, as long as their runs commute with the step.
+    /// subtrees are done there, as long as their steps commute with it.
     ///
     /// A sleeper `t` stands for moving its run to the point where its
     /// subtree was explored. Say that from there, `u w` ran and then `t`
     /// ran `t1 .. tj` before a switch to `r`. If `u w` commutes with all of
-    /// `t`'s run there, this is a reordering of `t1 .. tj u w r`, in `t`'s
-    /// subtree. That reordering costs no more preemptions: leaving `tj` is
-    /// a preemption in both or in neither, entering `t1` after `w` is one if
-    /// entering `r` after `w` is, and at the point itself, choosing `t`
-    /// costs no more than choosing `u` unless `u` was the running task (so
-    /// a preempting alternative never sleeps behind the running task's).
-    /// So it was explored if the run it stands for fits the bound.
+    /// `t1 .. tj`, this is a reordering of `t1 .. tj u w r`, in `t`'s
+    /// subtree. That reordering costs no more preemptions. Early fires cost
+    /// the same in both (the clock is where it was: `t` does not touch it).
+    /// Of the switches, only those at the ends of the moved run differ:
+    /// leaving `tj` is a switch away from a task that could go on in both or
+    /// in neither; entering `t1` after `w` is one if entering `r` after `w`
+    /// is (after a fire, both are free); and at the point itself, choosing
+    /// `t` is a switch no more than choosing `u` is, unless `u` was the
+    /// running task (so a preempting alternative never sleeps behind the
+    /// running task's). So it was explored if the schedule it stands for
+    /// fits the bound. (When an early fire could share one preemption with
+    /// the switch it makes, this failed: the random programs of
+    /// `tests/reduction_fuzz.rs` lost outcomes until the two costs were
+    /// made to add up.)
     ///
-    /// Sleeping with the footprint of one step is not enough under a
-    /// bound: moving only `t1` adds a switch from `t` to `u` where `t` could
-    /// go on, and a schedule that needed none is lost (the `own_lock_first`
-    /// toy of `tests/explore.rs` loses an outcome at K = 0 that way).
-    fn sleep_after(&self, parent: usize, fp: &[Use]) -> Vec<(TaskId, Shared)> {
+    /// Hence, under a bound, a task sleeps while the steps since its point
+    /// commute with its first step, as usual; while they also commute with
+    /// its whole run there, it is not scheduled at all; once they do not, it
+    /// may be scheduled, but only as a probe: it must go on until one of its
+    /// steps conflicts with a step it slept through, and a switch away
+    /// before that, or its blocking, reaches nothing new.
+    ///
+    /// Moving only `t1` is not enough under a bound: it adds a switch from
+    /// `t` to `u` where `t` could go on, and a schedule that needed none is
+    /// lost (the `own_lock_first` toy of `tests/explore.rs` lost an outcome
+    /// at K = 0 that way).
+    fn sleep_after(&self, parent: usize, fp: &[Use]) -> Vec<Sleeper> {
         let p = &self.stack[parent];
         let (ran, preempts) = match p.alternatives[p.chosen] {
             Alt::Sched {
@@ -585,23 +718,40 @@ impl Dfs {
             ),
             Alt::Pick(_) => (None, false),
         };
+
+        let bounded = self.bound.is_some();
         let keeps =
-            |t: TaskId, sfp: &Shared| Some(t) != ran && commute_uses(sfp.as_deref(), Some(fp));
-        let mut sleep: Vec<(TaskId, Shared)> = p
+            |t: TaskId, step: &Shared| Some(t) != ran && commute_uses(step.as_deref(), Some(fp));
+        let probe = |run: &Shared| bounded && !commute_uses(run.as_deref(), Some(fp));
+        let mut sleep: Vec<Sleeper> = p
             .sleep
             .iter()
-            .filter(|(t, sfp)| keeps(*t, sfp))
-            .cloned()
+            .filter(|s| keeps(s.task, &s.step))
+            .map(|s| Sleeper {
+                probe: s.probe || probe(&s.run),
+                ..s.clone()
+            })
             .collect();
         sleep.extend(
             p.done
                 .iter()
-                .filter(|d| {
-                    (self.bound.is_none() || preempts || !d.preempts) && keeps(d.task, &d.fp)
-                })
-                .map(|d| (d.task, d.fp.clone())),
+                .filter(|d| (!bounded || preempts || !d.preempts) && keeps(d.task, &d.step))
+                .map(|d| Sleeper {
+                    task: d.task,
+                    step: d.step.clone(),
+                    run: d.run.clone(),
+                    origin: parent as u32,
+                    probe: probe(&d.run),
+                }),
         );
         sleep
+    }
+
+    /// The decisions of the schedule before a new frame.
+    fn next_decision(&self) -> usize {
+        self.stack
+            .last()
+            .map_or(0, |f| f.decision as usize + usize::from(!f.forced))
     }
 
     /// The scheduling frame before frame `index`.
@@ -615,8 +765,9 @@ impl Dfs {
         &mut self,
         alternatives: Vec<Alt>,
         also: Vec<Alt>,
-        sleep: Vec<(TaskId, Shared)>,
+        sleep: Vec<Sleeper>,
         current: Option<TaskId>,
+        forced: bool,
     ) {
         let pick = matches!(alternatives.first(), Some(Alt::Pick(_)));
         let mark = if pick || self.reduction != Reduction::Dpor {
@@ -632,9 +783,12 @@ impl Dfs {
             spent_before: self.spent,
             choices_before: self.choices,
             sleep,
+            probe: None,
             done: Vec::new(),
             run: Some(Vec::new()),
             current,
+            forced,
+            decision: self.next_decision() as u32,
             footprint: Some(Vec::new()),
             step: None,
         });
@@ -646,11 +800,14 @@ impl Dfs {
     fn first_alternative(&mut self, index: usize) -> Option<usize> {
         if self.reduction == Reduction::Dpor {
             let f = &self.stack[index];
-            let first = (0..f.alternatives.len()).find(|&i| {
-                let alt = f.alternatives[i];
-                self.allowed(f, alt) && !Self::asleep(f, alt)
-            })?;
-            self.stack[index].marks[first] = Mark::Done;
+            let (first, origin) = (0..f.alternatives.len())
+                .filter(|&i| self.allowed(f, f.alternatives[i]))
+                .find_map(|i| match self.asleep(f, f.alternatives[i]) {
+                    Asleep::No => Some((i, None)),
+                    Asleep::Probe(o) => Some((i, Some(o))),
+                    Asleep::Yes => None,
+                })?;
+            self.choose_at(index, first, origin);
             Some(first)
         } else {
             self.next_alternative(index)
@@ -665,8 +822,18 @@ impl Dfs {
     /// the first one runs. Inside a prefix every alternative stays, so that
     /// any recorded schedule can be followed.
     fn alternatives(&self, point: &Point<'_>) -> (Vec<Alt>, Vec<Alt>) {
+        if point.runnable.is_empty() {
+            // A timer fires because nothing else can happen.
+            let fire = Alt::Sched {
+                choice: Choice::Timer,
+                preempts: false,
+                early: false,
+                locks: false,
+            };
+            return (vec![fire], Vec::new());
+        }
         let filter =
-            self.prune() && self.stack.len() >= self.prefix.len() && !point.pending.is_empty();
+            self.prune() && self.next_decision() >= self.prefix.len() && !point.pending.is_empty();
         let pending = |t: TaskId| {
             point
                 .runnable
@@ -678,11 +845,25 @@ impl Dfs {
         let task = |t: TaskId, preempts: bool| Alt::Sched {
             choice: Choice::Task(t),
             preempts,
+            early: false,
             locks: pending(t).locks(),
         };
         let stalls = |t: TaskId| filter && pending(t).stalls();
         let mut alts = Vec::with_capacity(point.choices());
         let mut also = Vec::new();
+        // Switching away from the running task is a preemption, unless a
+        // timer just fired: like a task that took a step and blocked, it
+        // leaves a free choice.
+        let after_fire = self.last_sched.is_some_and(|p| {
+            matches!(
+                self.stack[p].alternatives[self.stack[p].chosen],
+                Alt::Sched {
+                    choice: Choice::Timer,
+                    ..
+                }
+            )
+        });
+        let switch_costs = point.current.is_some() && !after_fire;
         if let Some(c) = point.current.filter(|&c| stalls(c)) {
             alts.push(task(c, false));
             also.extend(
@@ -701,16 +882,15 @@ impl Dfs {
             let choice = point.choice(i);
             match choice {
                 Choice::Task(t) if Some(t) == point.current || stalls(t) => continue,
-                Choice::Task(t) => alts.push(task(t, point.current.is_some())),
+                Choice::Task(t) => alts.push(task(t, switch_costs)),
                 // With no task to run, every task would only block: the
                 // timer waits until they have.
                 Choice::Timer => {
                     if !alts.is_empty() {
-                        let preempts = point.current.is_some()
-                            || point.next_timer.is_some_and(|d| d > point.now);
                         alts.push(Alt::Sched {
                             choice,
-                            preempts,
+                            preempts: switch_costs,
+                            early: point.next_timer.is_some_and(|d| d > point.now),
                             locks: false,
                         });
                     }
@@ -727,9 +907,16 @@ impl Dfs {
     fn take(&mut self) -> Alt {
         let f = &self.stack[self.depth];
         let alt = f.alternatives[f.chosen];
+        if let (Some(slept), Some(task)) = (&f.probe, alt.task()) {
+            self.probing = Some(Probe {
+                task,
+                slept: slept.clone(),
+                at: self.depth,
+            });
+        }
         self.depth += 1;
         match alt {
-            Alt::Sched { preempts: true, .. } => self.spent += 1,
+            Alt::Sched { .. } => self.spent += alt.cost(),
             Alt::Pick(k) if k > 0 => self.choices += 1,
             _ => {}
         }
@@ -791,7 +978,14 @@ impl Dfs {
     /// `actor` is requested at that step's point, and at the start of that
     /// step's block (BPOR's conservative point: `actor` if it could run
     /// there, else every alternative).
-    fn race(&mut self, actor: u32, clock: &[u32], fp: Option<&[Use]>, before: usize) {
+    fn race(
+        &mut self,
+        actor: u32,
+        clock: &[u32],
+        fp: Option<&[Use]>,
+        before: usize,
+        armed: Option<u32>,
+    ) {
         let concurrent = |i: u32| {
             let s = self.step_at(i as usize);
             s.actor != actor && !covers(clock, s.actor, s.seq)
@@ -810,6 +1004,16 @@ impl Dfs {
                     };
                     for &(i, access) in log.iter().rev() {
                         if latest.is_some_and(|l| i <= l) {
+                            break;
+                        }
+                        if actor == 0 && self.step_at(i as usize).actor == 0 {
+                            // An earlier fire since this one's timer was
+                            // armed: a step it comes after may have delayed
+                            // this one (by arming an earlier timer); look
+                            // past it.
+                            if armed.is_some_and(|a| i > a) {
+                                continue;
+                            }
                             break;
                         }
                         let other = Use { obj: u.obj, access };
@@ -897,12 +1101,32 @@ impl Dfs {
             let prev_same = self.races.last_of[actor as usize];
             // What this actor's own past covers: its previous step and the
             // step that spawned or woke it.
-            let mut clock = self.own_past(actor);
+            // Fires are not a sequence of their own: each fires whichever
+            // timer is the earliest then. A fire's past is the arming of
+            // its timer (below) and what it conflicts with.
+            let mut clock = if actor == 0 {
+                Vec::new()
+            } else {
+                self.own_past(actor)
+            };
             let seq = prev_same.map_or(1, |p| self.step_at(p as usize).seq + 1);
             // A timer fire's footprint is the clock, the timer queue, its
             // deadline and its timer, and what a task it starts does.
             let fp: Shared = self.stack[j].footprint.as_deref().map(Rc::from);
-            self.race(actor, &clock, fp.as_deref(), j);
+            // A fire comes after the arming of its timer: that step (and
+            // what came before it) is its past, not a race.
+            let mut armed = None;
+            for u in fp.iter().flat_map(|f| f.iter()) {
+                if u.access == Access::Fire
+                    && let Some(log) = self.races.logs.get(&u.obj)
+                {
+                    for &(i, _) in log {
+                        join(&mut clock, &self.step_at(i as usize).clock);
+                        armed = armed.max(Some(i));
+                    }
+                }
+            }
+            self.race(actor, &clock, fp.as_deref(), j, armed);
             // The clock: joined with every earlier step this one conflicts
             // with (the last write and later conflicting uses per object).
             match fp.as_deref() {
@@ -981,7 +1205,7 @@ impl Dfs {
                 // step that woke it may be its last conflict, and is then
                 // treated as a race too: more to explore, nothing missed).
                 let clock = self.last_clock(actor);
-                self.race(actor, &clock, None, end);
+                self.race(actor, &clock, None, end, None);
             }
         }
     }
@@ -1065,6 +1289,7 @@ impl Strategy for Dfs {
         self.last_sched = None;
         self.delivered = true;
         self.coasting = false;
+        self.probing = None;
     }
 
     fn end_execution(&mut self) {
@@ -1153,13 +1378,30 @@ impl Strategy for Dfs {
                 .filter(|(_, p)| **p == Pending::Held)
                 .map(|(t, _)| *t),
         );
+        if let (Some(probe), Some(p)) = (&self.probing, self.last_sched) {
+            if !commute_uses(self.stack[p].footprint.as_deref(), Some(&probe.slept)) {
+                // The probed task's step conflicts with one it slept
+                // through: what follows is new.
+                self.probing = None;
+            } else if point.current != Some(probe.task) && new_point {
+                // It blocked or ended first: a reordering of a schedule
+                // explored where it slept from. This execution tells DPOR
+                // nothing about the races at the probe's point, so every
+                // alternative there is tried.
+                if self.reduction == Reduction::Dpor && self.stack[probe.at].done.is_empty() {
+                    self.mark_all(probe.at);
+                }
+                self.coasting = true;
+                return coast(point);
+            }
+        }
         if new_point {
             let (alts, also) = self.alternatives(point);
             let sleep = match (self.last_sched, fp) {
                 (Some(p), Some(fp)) => self.sleep_after(p, &fp),
                 _ => Vec::new(),
             };
-            self.push_frame(alts, also, sleep, point.current);
+            self.push_frame(alts, also, sleep, point.current, point.runnable.is_empty());
             let index = self.stack.len() - 1;
             let first = if self.force(index) {
                 Some(self.stack[index].chosen)
@@ -1174,6 +1416,16 @@ impl Strategy for Dfs {
                 && first.is_none_or(|f| self.stack[index].alternatives[f].task() != Some(t))
             {
                 self.stack[p].run = None;
+            }
+            if self.probing.is_some() {
+                // Switching away from the probed task before its conflict
+                // reaches nothing new either.
+                let f = &mut self.stack[index];
+                for (i, mark) in f.marks.iter_mut().enumerate() {
+                    if Some(i) != first {
+                        *mark = Mark::Done;
+                    }
+                }
             }
             match first {
                 Some(first) => self.stack[index].chosen = first,
@@ -1208,6 +1460,7 @@ impl Strategy for Dfs {
                 Vec::new(),
                 Vec::new(),
                 None,
+                false,
             );
             let index = self.stack.len() - 1;
             if !self.force(index) {
