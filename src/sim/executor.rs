@@ -505,19 +505,24 @@ impl Kernel {
                 return Next::Limit;
             }
             let timer = st.next_timer_deadline();
+            if st.runnable.is_empty() && timer.is_none() {
+                return Next::Idle;
+            }
+            if let Some(f) = &mut st.footprint {
+                st.strategy.step_footprint(f);
+                f.clear();
+                let mut pending = std::mem::take(&mut st.pending);
+                pending.clear();
+                pending.extend(st.runnable.iter().map(|&t| st.pending_of(t)));
+                st.pending = pending;
+            }
             if st.runnable.is_empty() {
-                if timer.is_none() {
-                    return Next::Idle;
-                }
                 // Nothing can run: time jumps to the next timer; not a choice.
                 // A strategy that follows footprints still sees it, as a
                 // point with the timer as its only alternative: the fire is
                 // a step like any other for its analysis. It is not a
                 // decision of the schedule.
-                if let Some(f) = &mut st.footprint {
-                    st.strategy.step_footprint(f);
-                    f.clear();
-                    st.pending.clear();
+                if st.footprint.is_some() {
                     let point = Point {
                         runnable: &[],
                         current: None,
@@ -534,14 +539,6 @@ impl Kernel {
                 continue;
             }
             let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
-            if let Some(f) = &mut st.footprint {
-                st.strategy.step_footprint(f);
-                f.clear();
-                let mut pending = std::mem::take(&mut st.pending);
-                pending.clear();
-                pending.extend(st.runnable.iter().map(|&t| st.pending_of(t)));
-                st.pending = pending;
-            }
             let point = Point {
                 runnable: &st.runnable,
                 current: cur,

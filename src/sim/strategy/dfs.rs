@@ -556,7 +556,7 @@ impl Dfs {
         }
     }
 
-    fn asleep(&self, frame: &Frame, alt: Alt) -> Asleep {
+    fn asleep(frame: &Frame, alt: Alt) -> Asleep {
         let Some(t) = alt.task() else {
             return Asleep::No;
         };
@@ -564,15 +564,14 @@ impl Dfs {
         // lets it sleep outright wins, else the probe from the latest point
         // (the fewest steps slept through).
         let mut asleep = Asleep::No;
-        let mut deep = None;
         for s in frame.sleep.iter().filter(|s| s.task == t) {
             match (s.probe, asleep) {
-                (false, _) => deep = Some(s.origin),
+                (false, _) => return Asleep::Yes,
                 (true, Asleep::Probe(o)) if o >= s.origin => {}
                 (true, _) => asleep = Asleep::Probe(s.origin),
             }
         }
-        if deep.is_some() { Asleep::Yes } else { asleep }
+        asleep
     }
 
     /// Chooses alternative `i` at frame `index`, as a probe if its task
@@ -580,11 +579,11 @@ impl Dfs {
     /// are what the probe must conflict with (none known: no probe).
     fn choose_at(&mut self, index: usize, i: usize, origin: Option<u32>) {
         let probe = origin.and_then(|o| {
-            let mut slept: Footprint = Some(Vec::new());
+            let mut slept = Vec::new();
             for f in &self.stack[o as usize..index] {
-                union(&mut slept, &f.footprint);
+                slept.extend_from_slice(f.footprint.as_deref()?);
             }
-            slept.map(Rc::from)
+            Some(Rc::from(normalise(&slept)))
         });
         let f = &mut self.stack[index];
         f.marks[i] = Mark::Done;
@@ -602,20 +601,17 @@ impl Dfs {
             if f.marks[i] != Mark::Todo || !self.allowed(f, alt) {
                 continue;
             }
-            match self.asleep(f, alt) {
+            let origin = match Self::asleep(f, alt) {
                 Asleep::Yes => {
                     self.stack[index].marks[i] = Mark::Done;
                     self.pruned += 1;
+                    continue;
                 }
-                Asleep::No => {
-                    self.choose_at(index, i, None);
-                    return Some(i);
-                }
-                Asleep::Probe(o) => {
-                    self.choose_at(index, i, Some(o));
-                    return Some(i);
-                }
-            }
+                Asleep::No => None,
+                Asleep::Probe(o) => Some(o),
+            };
+            self.choose_at(index, i, origin);
+            return Some(i);
         }
         None
     }
@@ -630,10 +626,7 @@ impl Dfs {
                 .first()
                 .is_some_and(|a| matches!(a, Alt::Pick(_)))
             {
-                (0..index)
-                    .rev()
-                    .find(|&i| matches!(self.stack[i].alternatives[0], Alt::Sched { .. }))
-                    .unwrap_or(0)
+                self.previous_sched(index).unwrap_or(0)
             } else {
                 index
             };
@@ -718,7 +711,6 @@ impl Dfs {
             ),
             Alt::Pick(_) => (None, false),
         };
-
         let bounded = self.bound.is_some();
         let keeps =
             |t: TaskId, step: &Shared| Some(t) != ran && commute_uses(step.as_deref(), Some(fp));
@@ -802,7 +794,7 @@ impl Dfs {
             let f = &self.stack[index];
             let (first, origin) = (0..f.alternatives.len())
                 .filter(|&i| self.allowed(f, f.alternatives[i]))
-                .find_map(|i| match self.asleep(f, f.alternatives[i]) {
+                .find_map(|i| match Self::asleep(f, f.alternatives[i]) {
                     Asleep::No => Some((i, None)),
                     Asleep::Probe(o) => Some((i, Some(o))),
                     Asleep::Yes => None,
