@@ -685,11 +685,47 @@ fn explore_exhausts_the_minimal_scenario_without_preemptions() {
     assert_eq!(pruned["complete"], true);
     assert_eq!(pruned["failures"], 0);
     assert_eq!(pruned["choice_bound"], 0);
+    // Split into branches, the search reports the same on one thread as on
+    // two (the wall-clock fields aside).
+    let timeless = |mut v: serde_json::Value| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("elapsed_s");
+        o.remove("schedules_per_s");
+        v
+    };
+    let one = timeless(json(&["--jobs", "1"]));
+    assert_eq!(one, timeless(json(&["--jobs", "2"])));
+    assert_eq!(one, timeless(pruned.clone()));
     let plain = json(&["--reduction", "none", "--max-schedules", "2000"]);
     assert_eq!(plain["reduction"], "none");
     assert!(
         plain["schedules"].as_u64().unwrap() > pruned["schedules"].as_u64().unwrap(),
         "{plain} vs {pruned}"
+    );
+}
+
+#[test]
+fn explore_rejects_threads_for_dpor_with_exit_2() {
+    let out = lbsim()
+        .args([
+            "explore",
+            "scenarios/close_race_minimal.toml",
+            "--variant",
+            "pr-8095",
+            "--preemption-bound",
+            "0",
+            "--reduction",
+            "dpor",
+            "--jobs",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--jobs 2") && err.contains("one thread"),
+        "{err}"
     );
 }
 

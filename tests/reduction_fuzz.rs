@@ -2,7 +2,9 @@
 //! random small programs: at every preemption bound it must reach exactly
 //! the outcomes the plain search reaches. The programs are race-free (shared
 //! cells are used under kernel mutexes) and mix locks, a shared queue,
-//! yields, sleeps and clock reads.
+//! yields, sleeps and clock reads. The reduced search runs whole, and split
+//! into the branches off its first schedule (as `lbsim explore` runs it) on
+//! one and on two threads.
 //!
 //! DPOR is not checked here: it is not complete under a preemption bound
 //! (on these programs it misses outcomes at K = 1, e.g. program 70), which
@@ -11,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Mutex;
 
 use lbsim::experiment::search;
 use lbsim::sim::strategy::Reduction;
@@ -159,29 +162,41 @@ async fn run_program(prog: Rc<Program>, out: Rc<Cell<u64>>) {
 
 /// The outcomes (with the final hash) of the non-redundant schedules, each
 /// with the first schedule that reached it, or `None` if the search did not
-/// finish within `cap` schedules.
+/// finish within `cap` schedules. With `jobs`, the search is split into its
+/// branches and explored by that many threads.
 fn finals(
     how: search::Search,
-    prog: &Rc<Program>,
+    prog: &Program,
     cap: u64,
+    jobs: Option<usize>,
 ) -> Option<BTreeMap<(Outcome, u64), String>> {
-    let seen = RefCell::new(BTreeMap::new());
-    let ex = search::explore(how, Some(cap), None, 1, &RunConfig::new(0), |sim, cfg| {
-        let out = Rc::new(Cell::new(0));
-        let r = sim.run(cfg, run_program(prog.clone(), out.clone()));
-        if !sim.strategy().redundant() {
-            let how = r
-                .schedule
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            seen.borrow_mut()
-                .entry((r.outcome, out.get()))
-                .or_insert_with(|| format!("{} preemptions: {how}", r.preemptions));
+    let seen = Mutex::new(BTreeMap::new());
+    let run = || {
+        let prog = Rc::new(prog.clone());
+        let seen = &seen;
+        move |sim: &mut sim::Sim, cfg: &RunConfig| {
+            let out = Rc::new(Cell::new(0));
+            let r = sim.run(cfg, run_program(prog.clone(), out.clone()));
+            if !sim.strategy().redundant() {
+                let how = r
+                    .schedule
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                seen.lock()
+                    .unwrap()
+                    .entry((r.outcome, out.get()))
+                    .or_insert_with(|| format!("{} preemptions: {how}", r.preemptions));
+            }
+            r
         }
-        r
-    });
-    ex.complete.then(|| seen.into_inner())
+    };
+    let cfg = RunConfig::new(0);
+    let ex = match jobs {
+        None => search::explore(how, Some(cap), None, 1, &cfg, run()),
+        Some(jobs) => search::explore_split(how, jobs, Some(cap), None, 1, &cfg, run),
+    };
+    ex.complete.then(|| seen.into_inner().unwrap())
 }
 
 #[test]
@@ -191,14 +206,17 @@ fn reductions_reach_every_outcome_of_the_plain_search_on_random_programs() {
     let mut compared = 0;
     let mut several = 0;
     for seed in 0..PROGRAMS {
-        let prog = Rc::new(program(seed));
+        let prog = program(seed);
         for k in 0..=2 {
-            let Some(plain) = finals(search::Search::bounded(k).unpruned(), &prog, CAP) else {
+            let Some(plain) = finals(search::Search::bounded(k).unpruned(), &prog, CAP, None)
+            else {
                 continue;
             };
-            {
+            // The whole search, and the search split into branches on one
+            // and on two threads.
+            for jobs in [None, Some(1), Some(2)] {
                 let reduction = Reduction::SleepSets;
-                let reduced = finals(search::Search::bounded(k).with(reduction), &prog, CAP)
+                let reduced = finals(search::Search::bounded(k).with(reduction), &prog, CAP, jobs)
                     .expect("a reduced search finishes where the plain one does");
                 let missed: Vec<&String> = plain
                     .iter()
@@ -207,7 +225,7 @@ fn reductions_reach_every_outcome_of_the_plain_search_on_random_programs() {
                     .collect();
                 assert!(
                     missed.is_empty() && reduced.len() == plain.len(),
-                    "program {seed} at K={k} with {reduction:?}: {prog:?}\nmissed: {missed:#?}"
+                    "program {seed} at K={k} with {reduction:?} on {jobs:?} jobs: {prog:?}\nmissed: {missed:#?}"
                 );
             }
             compared += 1;

@@ -6,6 +6,7 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -17,7 +18,7 @@ use crate::grpc::Variant;
 use crate::scenario::Scenario;
 use crate::scenario::driver::GrpcModel;
 use crate::sim::strategy::Reduction;
-use crate::sim::{Outcome, Schedule};
+use crate::sim::{Outcome, RunConfig, Schedule, Sim};
 
 use super::FailOn;
 
@@ -73,6 +74,12 @@ pub struct ExploreArgs {
     /// example, everything within the bound around a failure's prefix.
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Worker threads [default: the number of CPUs]. The search is split
+    /// into the branches off its first schedule whatever the number, so a
+    /// search that completes reports the same whatever it is. Not with
+    /// `--reduction dpor`, which runs on one thread.
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
     /// Failing schedules to print in full (all are counted).
     #[arg(long, default_value_t = 3)]
     pub show: usize,
@@ -112,6 +119,16 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         .or(prefix.as_ref().map(|p| p.seed))
         .unwrap_or(scenario.run.seed);
     let cfg = model.run_config(seed);
+    let jobs = match (args.jobs, args.reduction) {
+        (Some(0), _) => return Err(anyhow!("--jobs: must be at least 1")),
+        (Some(j), ReductionArg::Dpor) if j > 1 => {
+            return Err(anyhow!(
+                "--jobs {j}: a DPOR search runs on one thread; drop --jobs or use --reduction sleep-sets"
+            ));
+        }
+        (Some(j), _) => j,
+        (None, _) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let mut how = search::Search::bounded(args.preemption_bound).with(args.reduction.into());
     how.choice_bound = args.choice_bound;
     how.prefix = prefix
@@ -132,27 +149,40 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let (mut failures, mut redundant) = (0u64, 0u64);
-    let ex = search::explore(
-        how,
-        args.max_schedules,
-        args.max_seconds.map(Duration::from_secs_f64),
-        args.show,
-        &cfg,
-        |sim, cfg| {
+    let (failures, redundant) = (AtomicU64::new(0), AtomicU64::new(0));
+    let run = || {
+        |sim: &mut Sim, cfg: &RunConfig| {
             let r = model.run_report(variant, sim, cfg).0;
             if sim.strategy().redundant() {
-                redundant += 1;
+                redundant.fetch_add(1, Ordering::Relaxed);
             } else {
                 bar.inc(1);
-                failures += u64::from(r.outcome.is_failure());
+                failures.fetch_add(u64::from(r.outcome.is_failure()), Ordering::Relaxed);
             }
             if !bar.is_hidden() {
-                bar.set_message(format!("failures {failures}, redundant runs {redundant}"));
+                bar.set_message(format!(
+                    "failures {}, redundant runs {}",
+                    failures.load(Ordering::Relaxed),
+                    redundant.load(Ordering::Relaxed)
+                ));
             }
             r
-        },
-    );
+        }
+    };
+    let max_time = args.max_seconds.map(Duration::from_secs_f64);
+    let ex = if how.reduction == Reduction::Dpor {
+        search::explore(how, args.max_schedules, max_time, args.show, &cfg, run())
+    } else {
+        search::explore_split(
+            how,
+            jobs,
+            args.max_schedules,
+            max_time,
+            args.show,
+            &cfg,
+            run,
+        )
+    };
     bar.finish_and_clear();
     let out = match args.format {
         Format::Table => table(&args, &scenario.name, variant, &ex),

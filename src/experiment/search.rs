@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sim::TaskId;
@@ -114,6 +114,110 @@ impl Search {
     }
 }
 
+/// When a search stops short of its space.
+struct Limits {
+    max_schedules: Option<u64>,
+    max_time: Option<Duration>,
+    stop: Option<&'static AtomicBool>,
+    start: Instant,
+    /// Schedules explored so far by every thread of the search.
+    schedules: AtomicU64,
+    keep: usize,
+}
+
+impl Limits {
+    /// Counts one more schedule, unless `max_schedules` were counted
+    /// already (by any thread).
+    fn count(&self) -> bool {
+        self.schedules
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                self.max_schedules.is_none_or(|m| n < m).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn reached(&self, executions: u64) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+            || self
+                .max_schedules
+                .is_some_and(|m| self.schedules.load(Ordering::Relaxed) >= m)
+            || self
+                .max_time
+                .is_some_and(|t| executions.is_multiple_of(256) && self.start.elapsed() >= t)
+    }
+}
+
+/// Runs the search `sim`'s strategy holds until it is complete, the limits
+/// are reached or `executions` runs were made, adding what it saw to `ex`
+/// (failure indices count from `ex.schedules`).
+fn drive(
+    sim: &mut Sim,
+    limits: &Limits,
+    executions: Option<u64>,
+    cfg: &RunConfig,
+    ex: &mut Exploration,
+    run: &mut impl FnMut(&mut Sim, &RunConfig) -> RunReport,
+) {
+    let mut made = 0u64;
+    let mut cut = false;
+    while !sim.strategy().is_complete()
+        && executions.is_none_or(|n| made < n)
+        && !limits.reached(made)
+    {
+        made += 1;
+        let report = run(sim, cfg);
+        if sim.strategy().redundant() {
+            ex.redundant += 1;
+            continue;
+        }
+        if !limits.count() {
+            // Another thread reached `max_schedules` first: this schedule
+            // is not reported.
+            cut = true;
+            break;
+        }
+        *ex.outcomes.entry(report.outcome).or_default() += 1;
+        ex.max_preemptions = ex.max_preemptions.max(report.preemptions);
+        ex.max_steps = ex.max_steps.max(report.steps);
+        if report.outcome.is_failure() && ex.failures.len() < limits.keep {
+            ex.failures.push(Found {
+                outcome: report.outcome,
+                after: limits.start.elapsed(),
+                index: ex.schedules,
+                preemptions: report.preemptions,
+                schedule: report.schedule.clone().expect("recording was on"),
+            });
+        }
+        ex.schedules += 1;
+    }
+    ex.complete = !cut && sim.strategy().is_complete();
+    ex.pruned += sim.strategy().pruned();
+}
+
+impl Search {
+    fn dfs(&self) -> Dfs {
+        Dfs::with_reduction(self.bound, self.reduction)
+            .with_choice_bound(self.choice_bound)
+            .with_prefix(self.prefix.clone())
+    }
+
+    fn limits(
+        &self,
+        max_schedules: Option<u64>,
+        max_time: Option<Duration>,
+        keep: usize,
+    ) -> Limits {
+        Limits {
+            max_schedules,
+            max_time,
+            stop: self.stop,
+            start: Instant::now(),
+            schedules: AtomicU64::new(0),
+            keep,
+        }
+    }
+}
+
 /// Explores every schedule with at most `search.bound` preemptions (depth
 /// first, replaying the prefix each time) until the space is exhausted or
 /// `max_schedules` runs were made or `max_time` has passed. With pruning,
@@ -128,51 +232,121 @@ pub fn explore(
     cfg: &RunConfig,
     mut run: impl FnMut(&mut Sim, &RunConfig) -> RunReport,
 ) -> Exploration {
-    let start = Instant::now();
+    let limits = search.limits(max_schedules, max_time, keep);
     let cfg = RunConfig {
         record: true,
         ..cfg.clone()
     };
-    let dfs = Dfs::with_reduction(search.bound, search.reduction)
-        .with_choice_bound(search.choice_bound)
-        .with_prefix(search.prefix.clone());
-    let mut sim = Sim::new(Box::new(dfs));
+    let mut sim = Sim::new(Box::new(search.dfs()));
     let mut ex = Exploration {
         reduction: search.reduction,
         prefix_given: search.prefix.len(),
         ..Exploration::default()
     };
-    let mut executions = 0u64;
-    while !sim.strategy().is_complete()
-        && !search.stop.is_some_and(|s| s.load(Ordering::Relaxed))
-        && max_schedules.is_none_or(|m| ex.schedules < m)
-        && max_time.is_none_or(|t| !executions.is_multiple_of(256) || start.elapsed() < t)
-    {
-        executions += 1;
-        let report = run(&mut sim, &cfg);
-        if sim.strategy().redundant() {
-            ex.redundant += 1;
-            continue;
-        }
-        *ex.outcomes.entry(report.outcome).or_default() += 1;
-        ex.max_preemptions = ex.max_preemptions.max(report.preemptions);
-        ex.max_steps = ex.max_steps.max(report.steps);
-        if report.outcome.is_failure() && ex.failures.len() < keep {
-            ex.failures.push(Found {
-                outcome: report.outcome,
-                after: start.elapsed(),
-                index: ex.schedules,
-                preemptions: report.preemptions,
-                schedule: report.schedule.clone().expect("recording was on"),
-            });
-        }
-        ex.schedules += 1;
-    }
-    ex.complete = sim.strategy().is_complete();
+    drive(&mut sim, &limits, None, &cfg, &mut ex, &mut run);
     ex.interrupted = !ex.complete && search.stop.is_some_and(|s| s.load(Ordering::Relaxed));
-    ex.pruned = sim.strategy().pruned();
     ex.prefix_followed = sim.strategy().prefix_followed();
-    ex.elapsed = start.elapsed();
+    ex.elapsed = limits.start.elapsed();
+    ex
+}
+
+/// [`explore`] split into the branches off the first schedule (see
+/// [`crate::sim::strategy::Branch`]), explored by `jobs` threads, each with
+/// its own simulator and the run function `make` gives it.
+///
+/// A branch loses what the sleep sets of the whole search would have learnt
+/// from the branches before it at the same point (except the first
+/// schedule's own subtree, which it keeps), so a split search explores a
+/// few more schedules; it never explores fewer than the bounds allow. The
+/// split does not depend on `jobs`, and neither does the result of a search
+/// that completes: counts, outcomes and failures are merged in branch
+/// order. With `jobs > 1`, which schedules a search stopped by a limit had
+/// explored depends on timing. Sleep sets and the plain search only: with
+/// DPOR a branch would explore alternatives no race asked for.
+pub fn explore_split<R>(
+    search: Search,
+    jobs: usize,
+    max_schedules: Option<u64>,
+    max_time: Option<Duration>,
+    keep: usize,
+    cfg: &RunConfig,
+    make: impl Fn() -> R + Sync,
+) -> Exploration
+where
+    R: FnMut(&mut Sim, &RunConfig) -> RunReport,
+{
+    assert!(
+        search.reduction != Reduction::Dpor,
+        "DPOR searches are not split"
+    );
+    let limits = search.limits(max_schedules, max_time, keep);
+    let cfg = RunConfig {
+        record: true,
+        ..cfg.clone()
+    };
+    let mut ex = Exploration {
+        reduction: search.reduction,
+        prefix_given: search.prefix.len(),
+        ..Exploration::default()
+    };
+    // The first schedule, and the branches off it.
+    let mut sim = Sim::new(Box::new(search.dfs().recording_branches()));
+    drive(&mut sim, &limits, Some(1), &cfg, &mut ex, &mut make());
+    ex.prefix_followed = sim.strategy().prefix_followed();
+    let branches = sim.strategy().branches().to_vec();
+    ex.pruned = 0;
+    let done = ex.schedules == 1 || ex.redundant == 1;
+    let next = AtomicUsize::new(0);
+    let parts: Vec<std::sync::Mutex<Option<Exploration>>> = branches
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let worker = || {
+        let mut run = make();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(branch) = branches.get(i) else {
+                break;
+            };
+            if limits.reached(0) {
+                break;
+            }
+            let mut sim = Sim::new(Box::new(search.dfs().below(branch.clone())));
+            let mut part = Exploration::default();
+            drive(&mut sim, &limits, None, &cfg, &mut part, &mut run);
+            *parts[i].lock().expect("no worker panicked") = Some(part);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..jobs.max(1) {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    ex.complete = done;
+    for part in parts {
+        let Some(part) = part.into_inner().expect("no worker panicked") else {
+            ex.complete = false;
+            continue;
+        };
+        ex.complete &= part.complete;
+        ex.redundant += part.redundant;
+        ex.pruned += part.pruned;
+        for (o, n) in part.outcomes {
+            *ex.outcomes.entry(o).or_default() += n;
+        }
+        ex.max_preemptions = ex.max_preemptions.max(part.max_preemptions);
+        ex.max_steps = ex.max_steps.max(part.max_steps);
+        for mut f in part.failures {
+            if ex.failures.len() < keep {
+                f.index += ex.schedules;
+                ex.failures.push(f);
+            }
+        }
+        ex.schedules += part.schedules;
+    }
+    ex.interrupted = !ex.complete && search.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+    ex.elapsed = limits.start.elapsed();
     ex
 }
 

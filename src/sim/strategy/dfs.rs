@@ -450,6 +450,28 @@ pub struct Dfs {
     /// The task this execution probes, and the uses of the steps it slept
     /// through, until one of its steps conflicts with them.
     probing: Option<Probe>,
+    /// Record the branches off the first schedule (see [`Strategy::branches`]).
+    record_branches: bool,
+    branches: Vec<Branch>,
+    /// The subtree this search covers starts with the step of a task whose
+    /// own subtree is explored elsewhere (see [`Dfs::below`]).
+    seed: Option<Branch>,
+}
+
+/// A subtree of the search: the schedules that follow the first schedule
+/// (every point's first alternative) up to one decision, and take another
+/// alternative there. Every schedule but the first is in exactly one
+/// branch, so the branches can be explored apart, in any order or at once.
+/// Sent to the thread that explores it.
+#[derive(Clone, Debug)]
+pub struct Branch {
+    /// The decisions of the first schedule before the branch point, then
+    /// the alternative taken there.
+    pub prefix: Vec<StepKind>,
+    /// The first schedule's step at the branch point, whose subtree is the
+    /// rest of the search: its task sleeps in this branch as it would in
+    /// the whole search, with its step and its run from there.
+    done: Option<(TaskId, Footprint, Footprint)>,
 }
 
 impl Dfs {
@@ -485,6 +507,30 @@ impl Dfs {
             prefix: Vec::new(),
             held: Vec::new(),
             probing: None,
+            record_branches: false,
+            branches: Vec::new(),
+            seed: None,
+        }
+    }
+
+    /// Records, at the end of the first execution, the branches off it
+    /// that fit the bounds (see [`Branch`]); read them with
+    /// [`Strategy::branches`]. The search itself goes on as usual.
+    pub fn recording_branches(self) -> Self {
+        Dfs {
+            record_branches: true,
+            ..self
+        }
+    }
+
+    /// Explores only `branch` (of a search with the same bounds, reduction
+    /// and prefix): its prefix is followed, and the first schedule's task at
+    /// the branch point sleeps there as it would after its subtree.
+    pub fn below(self, branch: Branch) -> Self {
+        Dfs {
+            prefix: branch.prefix.clone(),
+            seed: Some(branch),
+            ..self
         }
     }
 
@@ -527,7 +573,73 @@ impl Dfs {
         };
         f.marks.fill(Mark::Done);
         f.chosen = k;
+        if decision + 1 == self.prefix.len()
+            && let Some((task, step, run)) = self.seed.as_mut().and_then(|b| b.done.take())
+        {
+            f.done.push(Done {
+                task,
+                step: step.map(Rc::from),
+                run: run.map(Rc::from),
+                preempts: false,
+            });
+        }
         true
+    }
+
+    /// The branches off the execution that just ended, which followed the
+    /// first alternative everywhere after the prefix (see [`Branch`]).
+    fn record(&mut self) {
+        // The run of the task chosen at each frame, as `backtrack` will
+        // gather it: its steps from there while it went on.
+        let mut runs: Vec<Footprint> = self.stack.iter().map(|f| f.run.clone()).collect();
+        let mut done = vec![None; self.stack.len()];
+        for i in (0..self.stack.len()).rev() {
+            let f = &self.stack[i];
+            let Some(task) = f.alternatives[f.chosen].task() else {
+                continue;
+            };
+            let mut fp = runs[i].clone();
+            union(&mut fp, &f.footprint);
+            if f.current == Some(task)
+                && let Some(prev) = self.previous_sched(i)
+                && self.stack[prev].alternatives[self.stack[prev].chosen].task() == Some(task)
+            {
+                union(&mut runs[prev], &fp);
+            }
+            done[i] = Some((task, f.footprint.clone(), fp));
+        }
+        let kind = |alt: Alt| match alt {
+            Alt::Sched {
+                choice: Choice::Task(t),
+                ..
+            } => StepKind::Task(t.0),
+            Alt::Sched {
+                choice: Choice::Timer,
+                ..
+            } => StepKind::Timer,
+            Alt::Pick(k) => StepKind::Choose(k as u32),
+        };
+        let mut path = Vec::new();
+        let mut branches = Vec::new();
+        for (i, f) in self.stack.iter().enumerate() {
+            if f.forced {
+                continue;
+            }
+            if path.len() >= self.prefix.len() {
+                for (j, &alt) in f.alternatives.iter().enumerate() {
+                    if j != f.chosen && self.allowed(f, alt) {
+                        let mut prefix = path.clone();
+                        prefix.push(kind(alt));
+                        branches.push(Branch {
+                            prefix,
+                            done: done[i].clone(),
+                        });
+                    }
+                }
+            }
+            path.push(kind(f.alternatives[f.chosen]));
+        }
+        self.branches = branches;
     }
 
     /// At most `c` model choices per schedule other than the first
@@ -1292,6 +1404,9 @@ impl Strategy for Dfs {
             // The last step ended the run; its footprint is unknown.
             self.stack[p].footprint = None;
         }
+        if self.record_branches && self.executions == 1 {
+            self.record();
+        }
         if self.reduction == Reduction::Dpor {
             self.analyse();
         }
@@ -1342,6 +1457,10 @@ impl Strategy for Dfs {
 
     fn prefix_followed(&self) -> usize {
         self.prefix.len()
+    }
+
+    fn branches(&self) -> &[Branch] {
+        &self.branches
     }
 
     fn next_task(&mut self, point: &Point<'_>) -> Decision {

@@ -13,7 +13,7 @@ mod random;
 mod replay;
 mod timed;
 
-pub use dfs::{Dfs, Reduction};
+pub use dfs::{Branch, Dfs, Reduction};
 pub use pct::Pct;
 pub use random::RandomStrategy;
 pub use replay::Replay;
@@ -174,6 +174,12 @@ pub trait Strategy {
     /// (fewer than given if one was not possible).
     fn prefix_followed(&self) -> usize {
         0
+    }
+
+    /// A systematic search that recorded them: the subtrees off its first
+    /// schedule, to explore apart (see [`Dfs::recording_branches`]).
+    fn branches(&self) -> &[Branch] {
+        &[]
     }
 
     /// A systematic strategy returns true once it has no new schedule left.
