@@ -662,6 +662,8 @@ fn explore_reports_schedules_and_completeness_as_json() {
     assert_eq!(v["reduction"], "sleep-sets");
     assert!(v["pruned_alternatives"].as_u64().is_some());
     assert!(v["redundant_executions"].as_u64().is_some());
+    // Split into the branches off the first schedule: there are some.
+    assert!(v["branches"].as_u64().unwrap() > 0, "{v}");
     assert!(v["choice_bound"].is_null());
 }
 

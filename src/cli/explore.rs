@@ -249,6 +249,12 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
             ex.redundant
         ));
     }
+    if ex.branches > 0 {
+        s.push_str(&format!(
+            "split into {} branches off the first schedule\n",
+            ex.branches
+        ));
+    }
     let outcomes: Vec<String> = ex
         .outcomes
         .iter()
@@ -325,6 +331,7 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "prefix_followed": ex.prefix_followed,
         "pruned_alternatives": ex.pruned,
         "redundant_executions": ex.redundant,
+        "branches": ex.branches,
     });
     format!("{v}\n")
 }

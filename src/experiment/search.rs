@@ -43,6 +43,9 @@ pub struct Exploration {
     /// Decisions of [`Search::prefix`] the schedules followed: fewer than
     /// given if one was not possible.
     pub prefix_followed: usize,
+    /// Branches off the first schedule the search was split into (0: not
+    /// split; see [`explore_split`]).
+    pub branches: usize,
     /// The whole space within the bound was explored.
     pub complete: bool,
     /// Stopped by [`Search::stop`] before the space or the limits ran out.
@@ -294,6 +297,7 @@ where
     drive(&mut sim, &limits, Some(1), &cfg, &mut ex, &mut make());
     ex.prefix_followed = sim.strategy().prefix_followed();
     let branches = sim.strategy().branches().to_vec();
+    ex.branches = branches.len();
     ex.pruned = 0;
     let done = ex.schedules == 1 || ex.redundant == 1;
     let next = AtomicUsize::new(0);
