@@ -160,16 +160,15 @@ async fn run_program(prog: Rc<Program>, out: Rc<Cell<u64>>) {
     g.0.unlock().await;
 }
 
-/// The outcomes (with the final hash) of the non-redundant schedules, each
-/// with the first schedule that reached it, or `None` if the search did not
-/// finish within `cap` schedules. With `jobs`, the search is split into its
-/// branches and explored by that many threads.
-fn finals(
-    how: search::Search,
-    prog: &Program,
-    cap: u64,
-    jobs: Option<usize>,
-) -> Option<BTreeMap<(Outcome, u64), String>> {
+/// What a search reached: the outcomes (with the final hash) of the
+/// non-redundant schedules, each with the first schedule that reached it,
+/// and the numbers of schedules and of redundant executions.
+type Reached = (BTreeMap<(Outcome, u64), String>, u64, u64);
+
+/// What a search reached, or `None` if it did not finish within `cap`
+/// schedules. With `jobs`, the search is split into its branches and
+/// explored by that many threads.
+fn finals(how: search::Search, prog: &Program, cap: u64, jobs: Option<usize>) -> Option<Reached> {
     let seen = Mutex::new(BTreeMap::new());
     let run = || {
         let prog = Rc::new(prog.clone());
@@ -196,7 +195,8 @@ fn finals(
         None => search::explore(how, Some(cap), None, 1, &cfg, run()),
         Some(jobs) => search::explore_split(how, jobs, Some(cap), None, 1, &cfg, run),
     };
-    ex.complete.then(|| seen.into_inner().unwrap())
+    ex.complete
+        .then(|| (seen.into_inner().unwrap(), ex.schedules, ex.redundant))
 }
 
 #[test]
@@ -208,16 +208,20 @@ fn reductions_reach_every_outcome_of_the_plain_search_on_random_programs() {
     for seed in 0..PROGRAMS {
         let prog = program(seed);
         for k in 0..=2 {
-            let Some(plain) = finals(search::Search::bounded(k).unpruned(), &prog, CAP, None)
+            let Some((plain, _, _)) =
+                finals(search::Search::bounded(k).unpruned(), &prog, CAP, None)
             else {
                 continue;
             };
-            // The whole search, and the search split into branches on one
-            // and on two threads.
+            // The whole search, then the search split into branches on one
+            // and on two threads: the split explores exactly what the whole
+            // search explores.
+            let reduction = Reduction::SleepSets;
+            let mut whole = None;
             for jobs in [None, Some(1), Some(2)] {
-                let reduction = Reduction::SleepSets;
-                let reduced = finals(search::Search::bounded(k).with(reduction), &prog, CAP, jobs)
-                    .expect("a reduced search finishes where the plain one does");
+                let (reduced, schedules, redundant) =
+                    finals(search::Search::bounded(k).with(reduction), &prog, CAP, jobs)
+                        .expect("a reduced search finishes where the plain one does");
                 let missed: Vec<&String> = plain
                     .iter()
                     .filter(|(k, _)| !reduced.contains_key(k))
@@ -226,6 +230,12 @@ fn reductions_reach_every_outcome_of_the_plain_search_on_random_programs() {
                 assert!(
                     missed.is_empty() && reduced.len() == plain.len(),
                     "program {seed} at K={k} with {reduction:?} on {jobs:?} jobs: {prog:?}\nmissed: {missed:#?}"
+                );
+                let counts = *whole.get_or_insert((schedules, redundant));
+                assert_eq!(
+                    (schedules, redundant),
+                    counts,
+                    "program {seed} at K={k}, split on {jobs:?} jobs against whole: {prog:?}"
                 );
             }
             compared += 1;

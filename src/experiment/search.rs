@@ -257,15 +257,16 @@ pub fn explore(
 /// [`crate::sim::strategy::Branch`]), explored by `jobs` threads, each with
 /// its own simulator and the run function `make` gives it.
 ///
-/// A branch loses what the sleep sets of the whole search would have learnt
-/// from the branches before it at the same point (except the first
-/// schedule's own subtree, which it keeps), so a split search explores a
-/// few more schedules; it never explores fewer than the bounds allow. The
-/// split does not depend on `jobs`, and neither does the result of a search
-/// that completes: counts, outcomes and failures are merged in branch
-/// order. With `jobs > 1`, which schedules a search stopped by a limit had
-/// explored depends on timing. Sleep sets and the plain search only: with
-/// DPOR a branch would explore alternatives no race asked for.
+/// A branch starts from what the whole search knows at its branch point
+/// when it gets there (the first alternative's subtree, in the first
+/// schedule's step and run), so the split search explores exactly the
+/// schedules the whole search does; the split does not depend on `jobs`,
+/// and neither does the result of a search that completes: counts,
+/// outcomes and failures are merged in branch order. With `jobs > 1`,
+/// which schedules a search stopped by a limit had explored depends on
+/// timing. Sleep sets and the plain search only: a DPOR branch would not
+/// see the races of the first alternative's subtree that ask for its other
+/// alternatives.
 pub fn explore_split<R>(
     search: Search,
     jobs: usize,

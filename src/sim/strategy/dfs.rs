@@ -343,6 +343,21 @@ struct StepInfo {
     clock: Vec<u32>,
 }
 
+/// How a schedule records an alternative.
+fn kind(alt: Alt) -> StepKind {
+    match alt {
+        Alt::Sched {
+            choice: Choice::Task(t),
+            ..
+        } => StepKind::Task(t.0),
+        Alt::Sched {
+            choice: Choice::Timer,
+            ..
+        } => StepKind::Timer,
+        Alt::Pick(k) => StepKind::Choose(k as u32),
+    }
+}
+
 /// The actor of a scheduling alternative: the timer queue is actor 0, task
 /// `t` is actor `t + 1`.
 fn actor_of(choice: Choice) -> u32 {
@@ -458,19 +473,22 @@ pub struct Dfs {
     seed: Option<Branch>,
 }
 
-/// A subtree of the search: the schedules that follow the first schedule
-/// (every point's first alternative) up to one decision, and take another
+/// A part of the search: the schedules that follow the first schedule
+/// (every point's first alternative) up to one point and take another
 /// alternative there. Every schedule but the first is in exactly one
 /// branch, so the branches can be explored apart, in any order or at once.
+/// Explored with [`Dfs::below`], a branch is exactly what the whole search
+/// explores at that point once the first alternative's subtree is done.
 /// Sent to the thread that explores it.
 #[derive(Clone, Debug)]
 pub struct Branch {
-    /// The decisions of the first schedule before the branch point, then
-    /// the alternative taken there.
+    /// The decisions of the first schedule before the branch point.
     pub prefix: Vec<StepKind>,
-    /// The first schedule's step at the branch point, whose subtree is the
-    /// rest of the search: its task sleeps in this branch as it would in
-    /// the whole search, with its step and its run from there.
+    /// The first schedule's decision at the branch point.
+    first: StepKind,
+    /// Its task, with its step there and its run from there: what the
+    /// whole search knows of that subtree when it moves on to the other
+    /// alternatives (see [`Done`]).
     done: Option<(TaskId, Footprint, Footprint)>,
 }
 
@@ -524,8 +542,9 @@ impl Dfs {
     }
 
     /// Explores only `branch` (of a search with the same bounds, reduction
-    /// and prefix): its prefix is followed, and the first schedule's task at
-    /// the branch point sleeps there as it would after its subtree.
+    /// and prefix): its prefix is followed; at the branch point the first
+    /// schedule's alternative is done, with what its subtree left, and the
+    /// others are explored.
     pub fn below(self, branch: Branch) -> Self {
         Dfs {
             prefix: branch.prefix.clone(),
@@ -550,32 +569,31 @@ impl Dfs {
         let Some(&want) = self.prefix.get(decision).filter(|_| !f.forced) else {
             return false;
         };
-        let Some(k) = f.alternatives.iter().position(|a| match (a, want) {
-            (Alt::Pick(k), StepKind::Choose(w)) => *k == w as usize,
-            (
-                Alt::Sched {
-                    choice: Choice::Timer,
-                    ..
-                },
-                StepKind::Timer,
-            ) => true,
-            (
-                Alt::Sched {
-                    choice: Choice::Task(t),
-                    ..
-                },
-                StepKind::Task(w),
-            ) => t.0 == w,
-            _ => false,
-        }) else {
+        let Some(k) = f.alternatives.iter().position(|&a| kind(a) == want) else {
             self.prefix.truncate(decision);
             return false;
         };
         f.marks.fill(Mark::Done);
         f.chosen = k;
-        if decision + 1 == self.prefix.len()
-            && let Some((task, step, run)) = self.seed.as_mut().and_then(|b| b.done.take())
-        {
+        true
+    }
+
+    /// At the new frame `index`: if it is the branch point of the branch
+    /// this search explores, marks the first schedule's alternative done
+    /// there, as the whole search has it when it moves on.
+    fn seed(&mut self, index: usize) {
+        let f = &mut self.stack[index];
+        if f.forced || f.decision as usize != self.prefix.len() {
+            return;
+        }
+        let Some(branch) = self.seed.take() else {
+            return;
+        };
+        let Some(i) = f.alternatives.iter().position(|&a| kind(a) == branch.first) else {
+            return;
+        };
+        f.marks[i] = Mark::Done;
+        if let Some((task, step, run)) = branch.done {
             f.done.push(Done {
                 task,
                 step: step.map(Rc::from),
@@ -583,7 +601,6 @@ impl Dfs {
                 preempts: false,
             });
         }
-        true
     }
 
     /// The branches off the execution that just ended, which followed the
@@ -608,36 +625,24 @@ impl Dfs {
             }
             done[i] = Some((task, f.footprint.clone(), fp));
         }
-        let kind = |alt: Alt| match alt {
-            Alt::Sched {
-                choice: Choice::Task(t),
-                ..
-            } => StepKind::Task(t.0),
-            Alt::Sched {
-                choice: Choice::Timer,
-                ..
-            } => StepKind::Timer,
-            Alt::Pick(k) => StepKind::Choose(k as u32),
-        };
         let mut path = Vec::new();
         let mut branches = Vec::new();
         for (i, f) in self.stack.iter().enumerate() {
             if f.forced {
                 continue;
             }
-            if path.len() >= self.prefix.len() {
-                for (j, &alt) in f.alternatives.iter().enumerate() {
-                    if j != f.chosen && self.allowed(f, alt) {
-                        let mut prefix = path.clone();
-                        prefix.push(kind(alt));
-                        branches.push(Branch {
-                            prefix,
-                            done: done[i].clone(),
-                        });
-                    }
-                }
+            let first = kind(f.alternatives[f.chosen]);
+            if path.len() >= self.prefix.len()
+                && (0..f.alternatives.len())
+                    .any(|j| j != f.chosen && self.allowed(f, f.alternatives[j]))
+            {
+                branches.push(Branch {
+                    prefix: path.clone(),
+                    first,
+                    done: done[i].clone(),
+                });
             }
-            path.push(kind(f.alternatives[f.chosen]));
+            path.push(first);
         }
         self.branches = branches;
     }
@@ -1517,6 +1522,7 @@ impl Strategy for Dfs {
             let first = if self.force(index) {
                 Some(self.stack[index].chosen)
             } else {
+                self.seed(index);
                 self.first_alternative(index)
             };
             // The task that ran last could go on here but sleeps: its run
@@ -1576,6 +1582,16 @@ impl Strategy for Dfs {
             let index = self.stack.len() - 1;
             if !self.force(index) {
                 self.stack[index].marks[0] = Mark::Done;
+                if self.seed.is_some() && self.stack[index].decision as usize == self.prefix.len() {
+                    // The branch point of this search: the first choice's
+                    // subtree is explored elsewhere.
+                    self.seed(index);
+                    if self.next_alternative(index).is_none() {
+                        self.stack.pop();
+                        self.coasting = true;
+                        return 0;
+                    }
+                }
             }
         }
         match self.take() {
