@@ -215,7 +215,7 @@ fn reductions_reach_every_outcome_of_the_plain_search_on_random_programs() {
             };
             // The whole search, then the search split into branches on one
             // and on two threads: the split explores exactly what the whole
-            // search explores.
+            // search explores, and on one thread in the same order.
             let reduction = Reduction::SleepSets;
             let mut whole = None;
             for jobs in [None, Some(1), Some(2)] {
@@ -231,12 +231,21 @@ fn reductions_reach_every_outcome_of_the_plain_search_on_random_programs() {
                     missed.is_empty() && reduced.len() == plain.len(),
                     "program {seed} at K={k} with {reduction:?} on {jobs:?} jobs: {prog:?}\nmissed: {missed:#?}"
                 );
-                let counts = *whole.get_or_insert((schedules, redundant));
+                let (first, counts) =
+                    whole.get_or_insert((reduced.clone(), (schedules, redundant)));
                 assert_eq!(
                     (schedules, redundant),
-                    counts,
+                    *counts,
                     "program {seed} at K={k}, split on {jobs:?} jobs against whole: {prog:?}"
                 );
+                if jobs == Some(1) {
+                    // On one thread, in the whole search's order: each
+                    // outcome is first reached by the same schedule.
+                    assert_eq!(
+                        &reduced, first,
+                        "program {seed} at K={k}, split on one thread against whole: {prog:?}"
+                    );
+                }
             }
             compared += 1;
             if plain.len() > 1 {

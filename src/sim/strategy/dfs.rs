@@ -532,8 +532,9 @@ impl Dfs {
     }
 
     /// Records, at the end of the first execution, the branches off it
-    /// that fit the bounds (see [`Branch`]); read them with
-    /// [`Strategy::branches`]. The search itself goes on as usual.
+    /// that fit the bounds (see [`Branch`]), deepest first, as the whole
+    /// search takes them; read them with [`Strategy::branches`]. The search
+    /// itself goes on as usual.
     pub fn recording_branches(self) -> Self {
         Dfs {
             record_branches: true,
@@ -644,6 +645,9 @@ impl Dfs {
             }
             path.push(first);
         }
+        // The whole search backtracks from the end: its order is the
+        // deepest branch first.
+        branches.reverse();
         self.branches = branches;
     }
 
