@@ -535,14 +535,27 @@ fn the_choice_bound_limits_non_first_model_choices() {
             choice_bound: bound,
             ..search::Search::bounded(0)
         };
-        let ex = search::explore(how, None, None, 0, &cfg, |sim, cfg| {
-            sim.run(cfg, async {
-                sim::choose(3);
-                sim::choose(3);
-            })
-        });
+        let run = || {
+            |sim: &mut Sim, cfg: &RunConfig| {
+                sim.run(cfg, async {
+                    sim::choose(3);
+                    sim::choose(3);
+                })
+            }
+        };
+        let ex = search::explore(how.clone(), None, None, 0, &cfg, run());
         assert!(ex.complete);
         assert_eq!(ex.schedules, want, "choice bound {bound:?}");
+        // Split at the model choices too, on one thread and on two.
+        for jobs in [1, 2] {
+            let split = search::explore_split(how.clone(), jobs, None, None, 0, &cfg, run);
+            assert!(split.complete);
+            assert_eq!(
+                (split.schedules, split.branches > 0),
+                (want, want > 1),
+                "choice bound {bound:?}, {jobs} jobs"
+            );
+        }
     }
 }
 
