@@ -299,6 +299,8 @@ where
     ex.prefix_followed = sim.strategy().prefix_followed();
     let branches = sim.strategy().branches().to_vec();
     ex.branches = branches.len();
+    // Its backtracking after the first run belongs to the whole search,
+    // which the branches replace: what it pruned is not counted.
     ex.pruned = 0;
     let done = ex.schedules == 1 || ex.redundant == 1;
     let next = AtomicUsize::new(0);

@@ -581,17 +581,17 @@ impl Dfs {
 
     /// At the new frame `index`: if it is the branch point of the branch
     /// this search explores, marks the first schedule's alternative done
-    /// there, as the whole search has it when it moves on.
-    fn seed(&mut self, index: usize) {
+    /// there, as the whole search has it when it moves on. True if it was.
+    fn seed(&mut self, index: usize) -> bool {
         let f = &mut self.stack[index];
         if f.forced || f.decision as usize != self.prefix.len() {
-            return;
+            return false;
         }
         let Some(branch) = self.seed.take() else {
-            return;
+            return false;
         };
         let Some(i) = f.alternatives.iter().position(|&a| kind(a) == branch.first) else {
-            return;
+            return false;
         };
         f.marks[i] = Mark::Done;
         if let Some((task, step, run)) = branch.done {
@@ -602,6 +602,7 @@ impl Dfs {
                 preempts: false,
             });
         }
+        true
     }
 
     /// The branches off the execution that just ended, which followed the
@@ -618,10 +619,7 @@ impl Dfs {
             };
             let mut fp = runs[i].clone();
             union(&mut fp, &f.footprint);
-            if f.current == Some(task)
-                && let Some(prev) = self.previous_sched(i)
-                && self.stack[prev].alternatives[self.stack[prev].chosen].task() == Some(task)
-            {
+            if let Some(prev) = self.went_on_from(i, task) {
                 union(&mut runs[prev], &fp);
             }
             done[i] = Some((task, f.footprint.clone(), fp));
@@ -764,10 +762,7 @@ impl Dfs {
                 union(&mut fp, &step);
                 // The run from the previous point, if the task went on
                 // from there to here.
-                if top.current == Some(task)
-                    && let Some(prev) = self.previous_sched(index)
-                    && self.stack[prev].alternatives[self.stack[prev].chosen].task() == Some(task)
-                {
+                if let Some(prev) = self.went_on_from(index, task) {
                     union(&mut self.stack[prev].run, &fp);
                 }
                 self.stack[index].done.push(Done {
@@ -865,6 +860,18 @@ impl Dfs {
         self.stack
             .last()
             .map_or(0, |f| f.decision as usize + usize::from(!f.forced))
+    }
+
+    /// The scheduling frame `task`, chosen at frame `index`, went on from
+    /// without a switch, if any: its run from there includes its run from
+    /// `index`.
+    fn went_on_from(&self, index: usize, task: TaskId) -> Option<usize> {
+        if self.stack[index].current != Some(task) {
+            return None;
+        }
+        let prev = self.previous_sched(index)?;
+        let p = &self.stack[prev];
+        (p.alternatives[p.chosen].task() == Some(task)).then_some(prev)
     }
 
     /// The scheduling frame before frame `index`.
@@ -1586,15 +1593,12 @@ impl Strategy for Dfs {
             let index = self.stack.len() - 1;
             if !self.force(index) {
                 self.stack[index].marks[0] = Mark::Done;
-                if self.seed.is_some() && self.stack[index].decision as usize == self.prefix.len() {
-                    // The branch point of this search: the first choice's
-                    // subtree is explored elsewhere.
-                    self.seed(index);
-                    if self.next_alternative(index).is_none() {
-                        self.stack.pop();
-                        self.coasting = true;
-                        return 0;
-                    }
+                // At the branch point of this search, the first choice's
+                // subtree is explored elsewhere.
+                if self.seed(index) && self.next_alternative(index).is_none() {
+                    self.stack.pop();
+                    self.coasting = true;
+                    return 0;
                 }
             }
         }
