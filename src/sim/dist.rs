@@ -3,8 +3,10 @@
 //!
 //! Text form (used in scenario files): `const(2us)`, `uniform(1ms, 5ms)`,
 //! `exp(300ns)` (mean), `lognormal(200ns, 0.5)` (median, sigma),
-//! `pareto(20us, 1.5, 10ms)` (minimum, shape, cap). A bare duration such as
-//! `5ms` means `const(5ms)`.
+//! `pareto(20us, 1.5, 10ms)` (minimum, shape, cap), and a measured histogram
+//! `hist(2us..5us=117, 5us..10us=23, ...)` (buckets with their counts; a
+//! value is drawn log-uniformly within a bucket chosen by count). A bare
+//! duration such as `5ms` means `const(5ms)`.
 
 use std::fmt;
 
@@ -15,10 +17,24 @@ use super::rng::unit;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Dist {
     Const(u64),
-    Uniform { lo: u64, hi: u64 },
-    Exp { mean: u64 },
-    LogNormal { median: u64, sigma: f64 },
-    Pareto { min: u64, alpha: f64, cap: u64 },
+    Uniform {
+        lo: u64,
+        hi: u64,
+    },
+    Exp {
+        mean: u64,
+    },
+    LogNormal {
+        median: u64,
+        sigma: f64,
+    },
+    Pareto {
+        min: u64,
+        alpha: f64,
+        cap: u64,
+    },
+    /// A measured histogram: `(lo, hi, count)` buckets, in the order given.
+    Hist(Vec<(u64, u64, u64)>),
 }
 
 impl Dist {
@@ -35,6 +51,23 @@ impl Dist {
             Dist::Pareto { min, alpha, cap } => {
                 let x = min as f64 / (1.0 - unit(r)).powf(1.0 / alpha);
                 (x as u64).min(cap)
+            }
+            Dist::Hist(ref buckets) => {
+                let total: u64 = buckets.iter().map(|b| b.2).sum();
+                let mut pick = ((u128::from(total) * u128::from(r.next_u64())) >> 64) as u64;
+                let &(lo, hi, _) = buckets
+                    .iter()
+                    .find(|b| {
+                        if pick < b.2 {
+                            true
+                        } else {
+                            pick -= b.2;
+                            false
+                        }
+                    })
+                    .unwrap_or(&buckets[buckets.len() - 1]);
+                let (l, h) = (lo.max(1) as f64, hi.max(1) as f64);
+                (l * (h / l).powf(unit(r))) as u64
             }
         }
     }
@@ -58,6 +91,19 @@ impl Dist {
                     m / (alpha - 1.0) * (1.0 - (m / c).powf(alpha - 1.0))
                 };
                 m + tail
+            }
+            Dist::Hist(ref buckets) => {
+                // Log-uniform within a bucket: mean (h - l) / ln(h / l).
+                let total: u64 = buckets.iter().map(|b| b.2).sum();
+                let sum: f64 = buckets
+                    .iter()
+                    .map(|&(lo, hi, n)| {
+                        let (l, h) = (lo.max(1) as f64, hi.max(1) as f64);
+                        let m = if h > l { (h - l) / (h / l).ln() } else { l };
+                        m * n as f64
+                    })
+                    .sum();
+                sum / total as f64
             }
         }
     }
@@ -128,9 +174,33 @@ impl Dist {
                 }
                 Dist::Pareto { min, alpha, cap }
             }
+            "hist" => {
+                let mut buckets = Vec::new();
+                for a in &args {
+                    let bad = || {
+                        format!(
+                            "`{s}`: bucket `{a}` must be written LOW..HIGH=COUNT, e.g. 20us..50us=1840"
+                        )
+                    };
+                    let (range, count) = a.split_once('=').ok_or_else(bad)?;
+                    let (lo, hi) = range.split_once("..").ok_or_else(bad)?;
+                    let (lo, hi) = (parse_duration(lo.trim())?, parse_duration(hi.trim())?);
+                    let n: u64 = count.trim().parse().map_err(|_| bad())?;
+                    if lo == 0 || hi < lo {
+                        return Err(format!("`{s}`: bucket `{a}` needs 0 < LOW <= HIGH"));
+                    }
+                    buckets.push((lo, hi, n));
+                }
+                if buckets.iter().all(|b| b.2 == 0) {
+                    return Err(format!(
+                        "`{s}`: every bucket is empty; give at least one a count"
+                    ));
+                }
+                Dist::Hist(buckets)
+            }
             _ => {
                 return Err(format!(
-                    "`{s}`: unknown distribution `{name}`; use const, uniform, exp, lognormal or pareto"
+                    "`{s}`: unknown distribution `{name}`; use const, uniform, exp, lognormal, pareto or hist"
                 ));
             }
         };
@@ -156,6 +226,16 @@ impl fmt::Display for Dist {
                     fmt_duration(*min),
                     fmt_duration(*cap)
                 )
+            }
+            Dist::Hist(buckets) => {
+                f.write_str("hist(")?;
+                for (i, (lo, hi, n)) in buckets.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}..{}={n}", fmt_duration(*lo), fmt_duration(*hi))?;
+                }
+                f.write_str(")")
             }
         }
     }
@@ -383,6 +463,7 @@ mod tests {
             "exp(300ns)",
             "lognormal(200ns, 0.5)",
             "pareto(20us, 1.5, 10ms)",
+            "hist(2us..5us=449, 20us..50us=3622, 100us..200us=67, 500us..1ms=8)",
         ] {
             let d = Dist::parse(text).unwrap();
             assert_eq!(Dist::parse(&d.to_string()).unwrap(), d, "{text}");
@@ -486,5 +567,38 @@ mod tests {
                 .unwrap_err()
                 .contains("takes 1")
         );
+        assert!(
+            Dist::parse("hist(2us-5us=3)")
+                .unwrap_err()
+                .contains("LOW..HIGH=COUNT")
+        );
+        assert!(
+            Dist::parse("hist(5us..2us=3)")
+                .unwrap_err()
+                .contains("0 < LOW <= HIGH")
+        );
+        assert!(
+            Dist::parse("hist(2us..5us=0)")
+                .unwrap_err()
+                .contains("every bucket is empty")
+        );
+    }
+
+    #[test]
+    fn a_histogram_draws_each_bucket_as_often_as_its_count_and_stays_inside_it() {
+        let d = Dist::parse("hist(2us..5us=1, 20us..50us=3)").unwrap();
+        let mut r = rng::rng(5, 0);
+        let n = 40_000;
+        let mut low = 0;
+        for _ in 0..n {
+            let x = d.sample(&mut r);
+            match x {
+                2_000..=5_000 => low += 1,
+                20_000..=50_000 => {}
+                _ => panic!("{x} is in no bucket"),
+            }
+        }
+        let share = f64::from(low) / f64::from(n);
+        assert!((share - 0.25).abs() < 0.01, "{share}");
     }
 }
