@@ -73,12 +73,17 @@ enum Kind {
 
 fn kind_of(key: &str) -> Result<Kind, String> {
     match key {
-        "runtime.pause_prob" => Ok(Kind::Probability),
+        "runtime.pause_prob" | "runtime.steal_prob" => Ok(Kind::Probability),
         "runtime.gomaxprocs" => Ok(Kind::Count),
-        "balancer.init_timeout" | "balancer.cache_timeout" | "client.leak_check_grace" => {
-            Ok(Kind::Duration)
-        }
-        "runtime.step_cost" | "runtime.wake_latency" | "runtime.pause" => Err(format!(
+        "balancer.init_timeout"
+        | "balancer.cache_timeout"
+        | "client.leak_check_grace"
+        | "client.spin" => Ok(Kind::Duration),
+        "runtime.step_cost"
+        | "runtime.wake_latency"
+        | "runtime.pause"
+        | "runtime.handoff"
+        | "runtime.steal" => Err(format!(
             "`{key}` is a distribution (such as lognormal(300ns, 0.8)), which has no single \
              number to sweep; sweep runtime.pause_prob (how often pauses happen) or \
              runtime.gomaxprocs instead, or write one scenario file per distribution and \
@@ -99,10 +104,12 @@ fn kind_of(key: &str) -> Result<Kind, String> {
 
 const SWEEPABLE: &[&str] = &[
     "runtime.pause_prob",
+    "runtime.steal_prob",
     "runtime.gomaxprocs",
     "balancer.init_timeout",
     "balancer.cache_timeout",
     "client.leak_check_grace",
+    "client.spin",
 ];
 
 /// A parsed `--param`: the key and the points, each as the text given to

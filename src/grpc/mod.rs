@@ -11,6 +11,7 @@ pub mod gracefulswitch;
 pub mod leaf;
 pub mod outlier_detection;
 pub mod priority;
+pub mod probe;
 pub mod serializer;
 pub mod subconn;
 pub mod tree;

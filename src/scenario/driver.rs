@@ -12,8 +12,13 @@ use std::rc::Rc;
 
 use crate::experiment::{Model, RunOptions, RunResult};
 use crate::grpc::clientconn::{ChannelOptions, ClientConn};
+use crate::grpc::priority::{Child, LbConfig, PriorityBalancer};
+use crate::grpc::probe::{self, ParentCc, ProbeBuilder, ProbeConfig, ProbeWorld};
 use crate::grpc::subconn::ConnectParams;
-use crate::grpc::{BuildOptions, Lifecycle, Registry, Variant, tree};
+use crate::grpc::{
+    Balancer, BuildOptions, ClientConn as ClientConnApi, ClientConnState, Lifecycle, Registry,
+    Variant, tree,
+};
 use crate::net::{self, Backend, BackendConfig, HealthTimeline, Network, RandomHealth};
 use crate::sim::dist::Dist;
 use crate::sim::strategy::RandomStrategy;
@@ -101,13 +106,18 @@ impl GrpcModel {
     ) -> (RunReport, ModelCheck) {
         let lifecycle = Rc::new(Lifecycle::default());
         let client_errors = Rc::new(RefCell::new(Vec::new()));
-        let world = client(
-            self.scenario.clone(),
-            variant,
-            lifecycle.clone(),
-            client_errors.clone(),
-        );
-        let mut report = sim.run(cfg, world);
+        let scenario = self.scenario.clone();
+        let mut report = if scenario.probe.is_some() {
+            sim.run(
+                cfg,
+                probe_client(scenario, variant, lifecycle.clone(), client_errors.clone()),
+            )
+        } else {
+            sim.run(
+                cfg,
+                client(scenario, variant, lifecycle.clone(), client_errors.clone()),
+            )
+        };
         let check = ModelCheck {
             unclosed: lifecycle.unclosed(),
             client_errors: client_errors.borrow().clone(),
@@ -264,6 +274,14 @@ async fn client(
                 let d = sample(duration);
                 sim::sleep(d).await;
             }
+            ClientStep::Spin { duration } => spin(sample(duration)).await,
+            ClientStep::Report { .. }
+            | ClientStep::WaitBuilt { .. }
+            | ClientStep::WaitPicker { .. } => {
+                // Validation keeps probe steps out of channel scenarios.
+                fail("a probe step in a scenario without [probe]".into());
+                break;
+            }
             ClientStep::Close => break,
         }
     }
@@ -278,4 +296,104 @@ async fn client(
 fn sample(d: &Dist) -> u64 {
     let mut r = crate::sim::rng::rng(sim::random_u64(), 0);
     d.sample(&mut r)
+}
+
+/// Busy for `d` of virtual time without giving up the processor, as the Go
+/// harness spins on the monotonic clock: a preemption point per step, each
+/// costing CPU time under `timed`. Under the strategies whose steps take no
+/// time, the rest passes as a sleep.
+async fn spin(d: u64) {
+    let end = sim::now().saturating_add(d);
+    while sim::now() < end {
+        let before = sim::now();
+        sim::yield_now().await;
+        let after = sim::now();
+        if after == before {
+            sim::sleep(end - after).await;
+            break;
+        }
+    }
+}
+
+/// The probe harness's test goroutine (the `[probe]` scenarios): builds the
+/// priority policy on a recording parent with one probe child per priority,
+/// as `validation/go/` does on the real grpc-go code, and runs the script.
+async fn probe_client(
+    scenario: Scenario,
+    variant: Variant,
+    lifecycle: Rc<Lifecycle>,
+    errors: Rc<RefCell<Vec<String>>>,
+) {
+    let harness = scenario.probe.clone().expect("a probe scenario");
+    let world = ProbeWorld::new();
+    let mut registry = Registry::new();
+    tree::register_builtin(&mut registry);
+    registry.register(Rc::new(ProbeBuilder::new(world.clone())));
+    let build = BuildOptions {
+        variant,
+        registry: Rc::new(registry),
+        sub_balancer_close_timeout: scenario.balancer.cache_timeout,
+        priority_init_timeout: scenario.balancer.init_timeout,
+        lifecycle,
+    };
+    let fail = |text: String| {
+        sim::note(|| format!("harness: {text}"));
+        errors.borrow_mut().push(text);
+    };
+    let parent: Rc<dyn ClientConnApi> = Rc::new(ParentCc::new(world.clone()));
+    let pb = PriorityBalancer::build(parent, build).await;
+    let mut cfg = LbConfig::default();
+    for name in &harness.children {
+        let mut child = Child::new(probe::NAME);
+        child.config.config = Some(Rc::new(ProbeConfig { name: name.clone() }));
+        cfg.children.insert(name.clone(), child);
+        cfg.priorities.push(name.clone());
+    }
+    let state = ClientConnState {
+        resolver_state: Default::default(),
+        balancer_config: Some(cfg.into_any()),
+    };
+    if let Err(e) = pb.update_client_conn_state(state).await {
+        fail(format!("config: {e}"));
+    } else {
+        for step in &scenario.client.steps {
+            match step {
+                ClientStep::Report { child, state } => {
+                    let name = &harness.children[*child];
+                    let Some(p) = world.probe(name) else {
+                        fail(format!("report to {name}, which was never built"));
+                        break;
+                    };
+                    sim::note(|| format!("harness: {name} reports {state}"));
+                    p.report(*state).await;
+                }
+                ClientStep::WaitBuilt { child } => {
+                    let name = &harness.children[*child];
+                    if world.wait_built(name).await.is_none() {
+                        break;
+                    }
+                    sim::note(|| format!("harness: {name} built"));
+                }
+                ClientStep::WaitPicker { child } => {
+                    let name = &harness.children[*child];
+                    if world.wait_picker(name).await.is_none() {
+                        break;
+                    }
+                    sim::note(|| format!("harness: the parent has {name}'s picker"));
+                }
+                ClientStep::Sleep { duration } => sim::sleep(sample(duration)).await,
+                ClientStep::Spin { duration } => spin(sample(duration)).await,
+                ClientStep::Close => break,
+                ClientStep::Rpc { .. }
+                | ClientStep::RpcUntil { .. }
+                | ClientStep::StopListener { .. }
+                | ClientStep::RestartListener { .. } => {
+                    fail("a channel step in a [probe] scenario".into());
+                    break;
+                }
+            }
+        }
+    }
+    sim::note(|| "harness: priority.Close()".into());
+    pb.close().await;
 }

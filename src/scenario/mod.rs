@@ -47,6 +47,9 @@
 //! wake_latency = "lognormal(1us, 0.5)"
 //! pause_prob = 0.001
 //! pause = "pareto(20us, 1.2, 20ms)"
+//! steal = "lognormal(60us, 0.3)"      # optional: Go's runnext rule for wake-ups
+//! handoff = "lognormal(300ns, 0.5)"   # (see src/sim/strategy/timed.rs)
+//! steal_prob = 0.7
 //!
 //! [run]                       # defaults for `lbsim run`
 //! runs = 100000
@@ -67,7 +70,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use crate::grpc::Variant;
+use crate::grpc::{ConnectivityState, Variant};
 use crate::sim::dist::{Dist, parse_duration};
 use crate::sim::strategy::{RuntimeModel, StrategyKind};
 use crate::sim::{MS, SEC, US};
@@ -190,8 +193,37 @@ pub enum ClientStep {
     Sleep {
         duration: Dist,
     },
-    /// Close the channel; always the last step.
+    /// Busy for a duration drawn from the distribution: the task keeps its
+    /// processor, like the Go harness spinning on the monotonic clock.
+    Spin {
+        duration: Dist,
+    },
+    /// Probe harness: the probe of child `child` reports `state`.
+    Report {
+        child: usize,
+        state: ConnectivityState,
+    },
+    /// Probe harness: wait until child `child` has been built and configured.
+    WaitBuilt {
+        child: usize,
+    },
+    /// Probe harness: wait until child `child`'s READY picker reaches the parent.
+    WaitPicker {
+        child: usize,
+    },
+    /// Close the channel (the priority policy in the probe harness); always
+    /// the last step.
     Close,
+}
+
+/// The validation harness (`[probe]`): the priority policy built directly on
+/// a recording parent, with probe children reporting scripted states; no
+/// channel, no backends, no SubConns. It is what `validation/go/` runs on the
+/// real grpc-go code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeHarness {
+    /// Child names, highest priority first.
+    pub children: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -221,6 +253,9 @@ pub struct Scenario {
     pub health: Vec<HealthEvent>,
     pub balancer: BalancerConfig,
     pub client: ClientScript,
+    /// Set for the probe harness; then `backends`, `priorities` and `health`
+    /// are empty.
+    pub probe: Option<ProbeHarness>,
     pub runtime: RuntimeModel,
     pub run: RunDefaults,
 }
@@ -230,11 +265,15 @@ pub const PARAM_KEYS: &[&str] = &[
     "balancer.init_timeout",
     "balancer.cache_timeout",
     "client.leak_check_grace",
+    "client.spin",
     "runtime.gomaxprocs",
     "runtime.step_cost",
     "runtime.wake_latency",
     "runtime.pause_prob",
     "runtime.pause",
+    "runtime.handoff",
+    "runtime.steal",
+    "runtime.steal_prob",
     "run.runs",
     "run.seed",
 ];
@@ -298,6 +337,21 @@ impl Scenario {
             "balancer.init_timeout" => self.balancer.init_timeout = dur(value)?,
             "balancer.cache_timeout" => self.balancer.cache_timeout = dur(value)?,
             "client.leak_check_grace" => self.client.leak_check_grace = dur(value)?,
+            "client.spin" => {
+                let d = dist(value)?;
+                let mut found = false;
+                for step in &mut self.client.steps {
+                    if let ClientStep::Spin { duration } = step {
+                        *duration = d.clone();
+                        found = true;
+                    }
+                }
+                if !found {
+                    return Err(bad(
+                        "the client script has no spin step to set; add { op = \"spin\", for = \"0\" }".into(),
+                    ));
+                }
+            }
             "runtime.gomaxprocs" => {
                 self.runtime.gomaxprocs =
                     u32::try_from(count(value, 1)?).map_err(|_| bad("too large".into()))?
@@ -305,6 +359,14 @@ impl Scenario {
             "runtime.step_cost" => self.runtime.step_cost = dist(value)?,
             "runtime.wake_latency" => self.runtime.wake_latency = dist(value)?,
             "runtime.pause" => self.runtime.pause = dist(value)?,
+            "runtime.handoff" => self.runtime.handoff = Some(dist(value)?),
+            "runtime.steal" => self.runtime.steal = Some(dist(value)?),
+            "runtime.steal_prob" => {
+                self.runtime.steal_prob = match value.trim().parse::<f64>() {
+                    Ok(p) if (0.0..=1.0).contains(&p) => p,
+                    _ => return Err(bad("must be a probability between 0 and 1".into())),
+                }
+            }
             "runtime.pause_prob" => {
                 self.runtime.pause_prob = match value.trim().parse::<f64>() {
                     Ok(p) if (0.0..=1.0).contains(&p) => p,
@@ -322,6 +384,9 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// Backends, their names, priorities and health transitions.
+type Topology = (Vec<Backend>, Vec<String>, Vec<Priority>, Vec<HealthEvent>);
 
 /// Validation context: the file's name and text, to turn spans into lines.
 struct Cx<'a> {
@@ -417,6 +482,198 @@ impl Cx<'_> {
             ));
         }
 
+        let probe = raw.probe.as_ref().map(|p| self.probe(p)).transpose()?;
+        let (backends, names, priorities, health) = match &probe {
+            None => self.topology(&raw)?,
+            Some(_) => {
+                // The probe harness has no channel: backends, priorities
+                // and health transitions have nothing to act on.
+                let stray = [
+                    raw.backend.first().map(|b| ("[[backend]]", b.name.span())),
+                    raw.priority
+                        .first()
+                        .map(|p| ("[[priority]]", p.backends.span())),
+                    raw.health.first().map(|h| ("[[health]]", h.at.span())),
+                ];
+                if let Some((table, span)) = stray.into_iter().flatten().next() {
+                    return Err(self.err(
+                        span,
+                        format!("a scenario with a [probe] table cannot have {table} tables"),
+                        "the probe harness drives the priority policy directly: list its children in [probe] children = [\"p0\", \"p1\"] and remove the backends, priorities and health transitions",
+                    ));
+                }
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new())
+            }
+        };
+
+        // Balancer.
+        let child_policy = match raw
+            .balancer
+            .child_policy
+            .as_ref()
+            .map(|t| (t.get_ref().as_str(), t.span()))
+        {
+            None | Some(("round_robin", _)) => ChildPolicy::RoundRobin,
+            Some(("pick_first", _)) => ChildPolicy::PickFirst,
+            Some(("ring_hash", _)) => ChildPolicy::RingHash,
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    format!("unknown child policy `{other}`"),
+                    "write child_policy = \"round_robin\", \"pick_first\" or \"ring_hash\"",
+                ));
+            }
+        };
+        let balancer = BalancerConfig {
+            init_timeout: self.opt_duration(
+                &raw.balancer.init_timeout,
+                "init_timeout",
+                10 * SEC,
+            )?,
+            cache_timeout: self.opt_duration(
+                &raw.balancer.cache_timeout,
+                "cache_timeout",
+                15 * 60 * SEC,
+            )?,
+            child_policy,
+        };
+
+        // Client script.
+        let children = probe.as_ref().map(|p| p.children.as_slice());
+        let client = ClientScript {
+            steps: self.script(&raw.client.script, &names, children)?,
+            leak_check_grace: self.opt_duration(
+                &raw.client.leak_check_grace,
+                "leak_check_grace",
+                10 * SEC,
+            )?,
+        };
+
+        // Runtime model of the timed strategy.
+        let rt = &raw.runtime;
+        let defaults = RuntimeModel::default();
+        let gomaxprocs = match &rt.gomaxprocs {
+            None => defaults.gomaxprocs,
+            Some(g) => match u32::try_from(*g.get_ref()) {
+                Ok(v) if v >= 1 => v,
+                _ => {
+                    return Err(self.err(
+                        g.span(),
+                        format!("gomaxprocs = {} is out of range", g.get_ref()),
+                        "write a whole number of processors, at least 1",
+                    ));
+                }
+            },
+        };
+        let pause_prob = match &rt.pause_prob {
+            None => defaults.pause_prob,
+            Some(p) if (0.0..=1.0).contains(p.get_ref()) => *p.get_ref(),
+            Some(p) => {
+                return Err(self.err(
+                    p.span(),
+                    format!("pause_prob = {} is not a probability", p.get_ref()),
+                    "write a number between 0 and 1, e.g. 0.001",
+                ));
+            }
+        };
+        let runtime = RuntimeModel {
+            gomaxprocs,
+            step_cost: self.opt_dist(&rt.step_cost, "step_cost", defaults.step_cost)?,
+            wake_latency: self.opt_dist(&rt.wake_latency, "wake_latency", defaults.wake_latency)?,
+            pause_prob,
+            pause: self.opt_dist(&rt.pause, "pause", defaults.pause)?,
+            handoff: rt
+                .handoff
+                .as_ref()
+                .map(|t| self.dist(t, "handoff"))
+                .transpose()?,
+            steal: rt
+                .steal
+                .as_ref()
+                .map(|t| self.dist(t, "steal"))
+                .transpose()?,
+            steal_prob: match &rt.steal_prob {
+                None => 1.0,
+                Some(p) if (0.0..=1.0).contains(p.get_ref()) => *p.get_ref(),
+                Some(p) => {
+                    return Err(self.err(
+                        p.span(),
+                        format!("steal_prob = {} is not a probability", p.get_ref()),
+                        "write a number between 0 and 1, e.g. 0.7",
+                    ));
+                }
+            },
+        };
+        if let (Some(t), None) = (&rt.handoff, &rt.steal) {
+            return Err(self.err(
+                t.span(),
+                "`handoff` is set without `steal`",
+                "set steal = \"...\" too: the two together turn on the runnext model of wake-ups",
+            ));
+        }
+
+        // Run defaults.
+        let r = &raw.run;
+        let runs = match &r.runs {
+            None => 10_000,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
+            Some(n) => {
+                return Err(self.err(
+                    n.span(),
+                    format!("runs = {} is not a positive number", n.get_ref()),
+                    "write the number of runs per variant, at least 1",
+                ));
+            }
+        };
+        let seed = match &r.seed {
+            None => 1,
+            Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
+            Some(s) => {
+                return Err(self.err(
+                    s.span(),
+                    format!("seed = {} is negative", s.get_ref()),
+                    "write a seed of zero or more",
+                ));
+            }
+        };
+        let strategy = match &r.strategy {
+            None => StrategyKind::Timed,
+            Some(t) => StrategyKind::parse(t.get_ref()).map_err(|e| {
+                self.err(
+                    t.span(),
+                    e,
+                    "write strategy = \"timed\", \"random\" or \"pct:3\"",
+                )
+            })?,
+        };
+        let variants = match &r.variants {
+            None => Variant::ALL.to_vec(),
+            Some(v) => parse_variants_value(v.get_ref()).map_err(|e| self.err(v.span(), e, "write variants = \"all\" or a list of names such as [\"pre-8095\", \"pr-8095\"]"))?,
+        };
+
+        Ok(Scenario {
+            path: path.to_path_buf(),
+            name,
+            description: raw.scenario.description.trim().to_string(),
+            backends,
+            priorities,
+            health,
+            balancer,
+            client,
+            probe,
+            runtime,
+            run: RunDefaults {
+                runs,
+                seed,
+                strategy,
+                variants,
+            },
+        })
+    }
+
+    /// The channel's world: backends, their names, priorities and the
+    /// scripted health timeline.
+    fn topology(&self, raw: &RawScenario) -> Result<Topology, ScenarioError> {
         // Backends.
         if raw.backend.is_empty() {
             return Err(self.err(
@@ -553,146 +810,38 @@ impl Cx<'_> {
             };
             health.push(HealthEvent { at, backend, up });
         }
+        Ok((backends, names, priorities, health))
+    }
 
-        // Balancer.
-        let child_policy = match raw
-            .balancer
-            .child_policy
-            .as_ref()
-            .map(|t| (t.get_ref().as_str(), t.span()))
-        {
-            None | Some(("round_robin", _)) => ChildPolicy::RoundRobin,
-            Some(("pick_first", _)) => ChildPolicy::PickFirst,
-            Some(("ring_hash", _)) => ChildPolicy::RingHash,
-            Some((other, span)) => {
+    fn probe(&self, p: &raw::RawProbe) -> Result<ProbeHarness, ScenarioError> {
+        let list = p.children.get_ref();
+        if list.len() < 2 {
+            return Err(self.err(
+                p.children.span(),
+                "the probe harness needs at least two children",
+                "list the children highest priority first, e.g. children = [\"p0\", \"p1\"]",
+            ));
+        }
+        let mut children: Vec<String> = Vec::new();
+        for t in list {
+            let name = t.get_ref().trim().to_string();
+            if name.is_empty() || children.contains(&name) {
                 return Err(self.err(
-                    span,
-                    format!("unknown child policy `{other}`"),
-                    "write child_policy = \"round_robin\", \"pick_first\" or \"ring_hash\"",
-                ));
-            }
-        };
-        let balancer = BalancerConfig {
-            init_timeout: self.opt_duration(
-                &raw.balancer.init_timeout,
-                "init_timeout",
-                10 * SEC,
-            )?,
-            cache_timeout: self.opt_duration(
-                &raw.balancer.cache_timeout,
-                "cache_timeout",
-                15 * 60 * SEC,
-            )?,
-            child_policy,
-        };
-
-        // Client script.
-        let client = ClientScript {
-            steps: self.script(&raw.client.script, &names)?,
-            leak_check_grace: self.opt_duration(
-                &raw.client.leak_check_grace,
-                "leak_check_grace",
-                10 * SEC,
-            )?,
-        };
-
-        // Runtime model of the timed strategy.
-        let rt = &raw.runtime;
-        let defaults = RuntimeModel::default();
-        let gomaxprocs = match &rt.gomaxprocs {
-            None => defaults.gomaxprocs,
-            Some(g) => match u32::try_from(*g.get_ref()) {
-                Ok(v) if v >= 1 => v,
-                _ => {
-                    return Err(self.err(
-                        g.span(),
-                        format!("gomaxprocs = {} is out of range", g.get_ref()),
-                        "write a whole number of processors, at least 1",
-                    ));
-                }
-            },
-        };
-        let pause_prob = match &rt.pause_prob {
-            None => defaults.pause_prob,
-            Some(p) if (0.0..=1.0).contains(p.get_ref()) => *p.get_ref(),
-            Some(p) => {
-                return Err(self.err(
-                    p.span(),
-                    format!("pause_prob = {} is not a probability", p.get_ref()),
-                    "write a number between 0 and 1, e.g. 0.001",
-                ));
-            }
-        };
-        let runtime = RuntimeModel {
-            gomaxprocs,
-            step_cost: self.opt_dist(&rt.step_cost, "step_cost", defaults.step_cost)?,
-            wake_latency: self.opt_dist(&rt.wake_latency, "wake_latency", defaults.wake_latency)?,
-            pause_prob,
-            pause: self.opt_dist(&rt.pause, "pause", defaults.pause)?,
-        };
-
-        // Run defaults.
-        let r = &raw.run;
-        let runs = match &r.runs {
-            None => 10_000,
-            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
-            Some(n) => {
-                return Err(self.err(
-                    n.span(),
-                    format!("runs = {} is not a positive number", n.get_ref()),
-                    "write the number of runs per variant, at least 1",
-                ));
-            }
-        };
-        let seed = match &r.seed {
-            None => 1,
-            Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
-            Some(s) => {
-                return Err(self.err(
-                    s.span(),
-                    format!("seed = {} is negative", s.get_ref()),
-                    "write a seed of zero or more",
-                ));
-            }
-        };
-        let strategy = match &r.strategy {
-            None => StrategyKind::Timed,
-            Some(t) => StrategyKind::parse(t.get_ref()).map_err(|e| {
-                self.err(
                     t.span(),
-                    e,
-                    "write strategy = \"timed\", \"random\" or \"pct:3\"",
-                )
-            })?,
-        };
-        let variants = match &r.variants {
-            None => Variant::ALL.to_vec(),
-            Some(v) => parse_variants_value(v.get_ref()).map_err(|e| self.err(v.span(), e, "write variants = \"all\" or a list of names such as [\"pre-8095\", \"pr-8095\"]"))?,
-        };
-
-        Ok(Scenario {
-            path: path.to_path_buf(),
-            name,
-            description: raw.scenario.description.trim().to_string(),
-            backends,
-            priorities,
-            health,
-            balancer,
-            client,
-            runtime,
-            run: RunDefaults {
-                runs,
-                seed,
-                strategy,
-                variants,
-            },
-        })
+                    format!("child name `{name}` is empty or repeated"),
+                    "give every child a distinct non-empty name such as \"p0\"",
+                ));
+            }
+            children.push(name);
+        }
+        Ok(ProbeHarness { children })
     }
 
     fn script(
         &self,
         script: &Spanned<Vec<RawStep>>,
         names: &[String],
+        children: Option<&[String]>,
     ) -> Result<Vec<ClientStep>, ScenarioError> {
         let steps = script.get_ref();
         if steps.is_empty() {
@@ -706,21 +855,31 @@ impl Cx<'_> {
         for (i, s) in steps.iter().enumerate() {
             let op = s.op.get_ref().as_str();
             // Which optional keys each op takes.
-            let allowed: &[&str] = match op {
-                "rpc" => &["expect", "wait_for_ready", "timeout"],
-                "rpc_until" => &["backend", "wait_for_ready", "timeout"],
-                "stop_listener" | "restart_listener" => &["backend"],
-                "sleep" => &["for"],
-                "close" => &[],
-                other => {
+            const CHANNEL_OPS: &str =
+                "rpc, rpc_until, stop_listener, restart_listener, sleep, spin, close";
+            const PROBE_OPS: &str = "report, wait_built, wait_picker, sleep, spin, close";
+            let allowed: &[&str] = match (op, children.is_some()) {
+                ("rpc", false) => &["expect", "wait_for_ready", "timeout"],
+                ("rpc_until", false) => &["backend", "wait_for_ready", "timeout"],
+                ("stop_listener" | "restart_listener", false) => &["backend"],
+                ("report", true) => &["child", "state"],
+                ("wait_built" | "wait_picker", true) => &["child"],
+                ("sleep" | "spin", _) => &["for"],
+                ("close", _) => &[],
+                (other, probe) => {
+                    let (ops, kind) = if probe {
+                        (PROBE_OPS, "a scenario with a [probe] table")
+                    } else {
+                        (CHANNEL_OPS, "a scenario without a [probe] table")
+                    };
                     return Err(self.err(
                         s.op.span(),
-                        format!("unknown client op `{other}`"),
-                        "use one of rpc, rpc_until, stop_listener, restart_listener, sleep, close",
+                        format!("unknown client op `{other}` for {kind}"),
+                        format!("use one of {ops}"),
                     ));
                 }
             };
-            let present: [(&str, Option<Range<usize>>); 5] = [
+            let present: [(&str, Option<Range<usize>>); 7] = [
                 ("expect", s.expect.as_ref().map(Spanned::span)),
                 ("backend", s.backend.as_ref().map(Spanned::span)),
                 (
@@ -729,6 +888,8 @@ impl Cx<'_> {
                 ),
                 ("timeout", s.timeout.as_ref().map(Spanned::span)),
                 ("for", s.for_.as_ref().map(Spanned::span)),
+                ("child", s.child.as_ref().map(Spanned::span)),
+                ("state", s.state.as_ref().map(Spanned::span)),
             ];
             for (key, span) in present {
                 if let Some(span) = span
@@ -756,51 +917,106 @@ impl Cx<'_> {
                     )),
                 }
             };
+            let need_child = || -> Result<usize, ScenarioError> {
+                let list = children.unwrap_or_default();
+                let Some(c) = &s.child else {
+                    return Err(self.err(
+                        s.op.span(),
+                        format!("op `{op}` needs a `child`"),
+                        format!("add child = \"{}\"", list.first().map_or("p0", |n| n)),
+                    ));
+                };
+                list.iter().position(|n| n == c.get_ref()).ok_or_else(|| {
+                    self.err(
+                        c.span(),
+                        format!("unknown child `{}`", c.get_ref()),
+                        format!(
+                            "use a child listed in [probe] children ({})",
+                            list.join(", ")
+                        ),
+                    )
+                })
+            };
+            let need_for = |what: &str| -> Result<Dist, ScenarioError> {
+                match &s.for_ {
+                    Some(f) => self.dist(f, &format!("{what}.for")),
+                    None => Err(self.err(
+                        s.op.span(),
+                        format!("op `{what}` needs `for`"),
+                        "add for = \"100ms\" (or a distribution such as \"uniform(0, 5ms)\")",
+                    )),
+                }
+            };
             let wait_for_ready = s.wait_for_ready.as_ref().is_some_and(|w| *w.get_ref());
             let timeout = self.opt_duration(&s.timeout, "timeout", 10 * SEC)?;
-            let step =
-                match op {
-                    "rpc" => ClientStep::Rpc {
-                        expect: s
-                            .expect
-                            .as_ref()
-                            .map(|e| self.backend(names, e))
-                            .transpose()?,
-                        wait_for_ready,
-                        timeout,
-                    },
-                    "rpc_until" => ClientStep::RpcUntil {
-                        backend: need_backend(op)?,
-                        wait_for_ready,
-                        timeout,
-                    },
-                    "stop_listener" => ClientStep::StopListener {
-                        backend: need_backend(op)?,
-                    },
-                    "restart_listener" => ClientStep::RestartListener {
-                        backend: need_backend(op)?,
-                    },
-                    "sleep" => match &s.for_ {
-                        Some(f) => ClientStep::Sleep {
-                            duration: self.dist(f, "sleep.for")?,
-                        },
-                        None => return Err(self.err(
-                            s.op.span(),
-                            "op `sleep` needs `for`",
-                            "add for = \"100ms\" (or a distribution such as \"uniform(0, 5ms)\")",
-                        )),
-                    },
-                    _ => {
-                        if i + 1 != steps.len() {
+            let step = match op {
+                "rpc" => ClientStep::Rpc {
+                    expect: s
+                        .expect
+                        .as_ref()
+                        .map(|e| self.backend(names, e))
+                        .transpose()?,
+                    wait_for_ready,
+                    timeout,
+                },
+                "rpc_until" => ClientStep::RpcUntil {
+                    backend: need_backend(op)?,
+                    wait_for_ready,
+                    timeout,
+                },
+                "stop_listener" => ClientStep::StopListener {
+                    backend: need_backend(op)?,
+                },
+                "restart_listener" => ClientStep::RestartListener {
+                    backend: need_backend(op)?,
+                },
+                "sleep" => ClientStep::Sleep {
+                    duration: need_for(op)?,
+                },
+                "spin" => ClientStep::Spin {
+                    duration: need_for(op)?,
+                },
+                "report" => {
+                    let child = need_child()?;
+                    let state = match s.state.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
+                        Some(("ready", _)) => ConnectivityState::Ready,
+                        Some(("connecting", _)) => ConnectivityState::Connecting,
+                        Some(("idle", _)) => ConnectivityState::Idle,
+                        Some(("transient_failure", _)) => ConnectivityState::TransientFailure,
+                        Some((other, span)) => {
                             return Err(self.err(
+                                    span,
+                                    format!("unknown state `{other}`"),
+                                    "write state = \"ready\", \"connecting\", \"idle\" or \"transient_failure\"",
+                                ));
+                        }
+                        None => {
+                            return Err(self.err(
+                                s.op.span(),
+                                "op `report` needs a `state`",
+                                "add state = \"ready\" (or connecting, idle, transient_failure)",
+                            ));
+                        }
+                    };
+                    ClientStep::Report { child, state }
+                }
+                "wait_built" => ClientStep::WaitBuilt {
+                    child: need_child()?,
+                },
+                "wait_picker" => ClientStep::WaitPicker {
+                    child: need_child()?,
+                },
+                _ => {
+                    if i + 1 != steps.len() {
+                        return Err(self.err(
                             s.op.span(),
                             "`close` must be the last step of the client script",
                             "move { op = \"close\" } to the end; the leak check starts after it",
                         ));
-                        }
-                        ClientStep::Close
                     }
-                };
+                    ClientStep::Close
+                }
+            };
             out.push(step);
         }
         if out.last() != Some(&ClientStep::Close) {

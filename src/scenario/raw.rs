@@ -21,6 +21,7 @@ pub struct RawScenario {
     #[serde(default)]
     pub balancer: RawBalancer,
     pub client: RawClient,
+    pub probe: Option<RawProbe>,
     #[serde(default)]
     pub runtime: RawRuntime,
     #[serde(default)]
@@ -72,6 +73,15 @@ pub struct RawHealth {
     pub state: Text,
 }
 
+/// The validation harness: the priority policy driven directly, with probe
+/// children and no channel.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    /// Child names, highest priority first.
+    pub children: Spanned<Vec<Text>>,
+}
+
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawBalancer {
@@ -100,6 +110,8 @@ pub struct RawStep {
     pub timeout: Option<Text>,
     #[serde(rename = "for")]
     pub for_: Option<Text>,
+    pub child: Option<Text>,
+    pub state: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -110,6 +122,9 @@ pub struct RawRuntime {
     pub wake_latency: Option<Text>,
     pub pause_prob: Option<Spanned<f64>>,
     pub pause: Option<Text>,
+    pub handoff: Option<Text>,
+    pub steal: Option<Text>,
+    pub steal_prob: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Debug, Default)]

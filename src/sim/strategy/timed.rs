@@ -8,6 +8,18 @@
 //! preemption). At each point the step that can start earliest runs; a timer
 //! fires when its deadline comes before that. This is list scheduling of
 //! steps on P processors, so the order of events follows their virtual times.
+//!
+//! With `steal` set, wake-ups follow the Go scheduler's `runnext` rule: a
+//! goroutine made ready by a running goroutine (a channel send, an unlock, a
+//! `go` statement) waits in the waker's processor. It runs `handoff` after
+//! the waker blocks, unless an idle processor steals it first, `steal` after
+//! the wake (a spinning thread is woken and, finding the victim running,
+//! waits before it takes its `runnext`). A second wake by the same waker
+//! pushes the first goroutine to the ordinary run queue (`wake_latency`).
+//! An idle processor steals with probability `steal_prob`; with one
+//! processor nothing can steal. Unstolen, the goroutine runs at the latest
+//! after Go's 10 ms time slice. Without `steal`, every wake costs
+//! `wake_latency`, as before.
 
 use rand_chacha::ChaCha8Rng;
 
@@ -24,7 +36,21 @@ pub struct RuntimeModel {
     pub wake_latency: Dist,
     pub pause_prob: f64,
     pub pause: Dist,
+    /// The `runnext` model (see the module comment): the latency from the
+    /// waker blocking to the woken goroutine running on its processor.
+    pub handoff: Option<Dist>,
+    /// The `runnext` model: the latency until an idle processor steals a
+    /// goroutine woken by one that keeps running. `None` turns the model off.
+    pub steal: Option<Dist>,
+    /// The `runnext` model: the probability that an idle processor steals
+    /// such a goroutine at all; otherwise it waits for the waker to block.
+    pub steal_prob: f64,
 }
+
+/// Go's scheduling time slice (`forcePreemptNS` in runtime/proc.go): a
+/// goroutine parked behind a running one on a single processor waits at most
+/// this long.
+const TIME_SLICE: u64 = 10_000_000;
 
 impl Default for RuntimeModel {
     fn default() -> Self {
@@ -44,7 +70,37 @@ impl Default for RuntimeModel {
                 alpha: 1.2,
                 cap: 20_000_000,
             },
+            handoff: None,
+            steal: None,
+            steal_prob: 1.0,
         }
+    }
+}
+
+/// The `runnext` bookkeeping of one run.
+struct RunNext {
+    handoff: Sampler,
+    steal: Sampler,
+    /// The task whose step is running now, if a task step (not a timer fire).
+    running: Option<TaskId>,
+    /// The end of the running step.
+    running_end: u64,
+    /// Per task: the goroutine parked in its processor's `runnext`.
+    slot: Vec<Option<TaskId>>,
+    /// Per task parked in a `runnext`: when it could run apart from the wake
+    /// (the end of a pause it was serving).
+    base: Vec<u64>,
+    /// Per task parked in a `runnext`: whose.
+    parked_in: Vec<Option<TaskId>>,
+}
+
+impl RunNext {
+    fn at<T: Copy + Default>(v: &mut Vec<T>, t: TaskId) -> &mut T {
+        let i = t.index();
+        if i >= v.len() {
+            v.resize(i + 1, T::default());
+        }
+        &mut v[i]
     }
 }
 
@@ -59,6 +115,7 @@ pub struct Timed {
     ready_at: Vec<u64>,
     /// Time each processor becomes free.
     procs: Vec<u64>,
+    runnext: Option<RunNext>,
 }
 
 impl Timed {
@@ -67,6 +124,15 @@ impl Timed {
         Timed {
             step_cost: Sampler::new(&model.step_cost),
             wake_latency: Sampler::new(&model.wake_latency),
+            runnext: model.steal.as_ref().map(|steal| RunNext {
+                handoff: Sampler::new(model.handoff.as_ref().unwrap_or(&model.wake_latency)),
+                steal: Sampler::new(steal),
+                running: None,
+                running_end: 0,
+                slot: Vec::new(),
+                base: Vec::new(),
+                parked_in: Vec::new(),
+            }),
             model,
             rng: rng::rng(0, rng::STREAM_TIMING),
             ready_at: Vec::new(),
@@ -88,6 +154,12 @@ impl Strategy for Timed {
         self.rng = rng::rng(seed, rng::STREAM_TIMING);
         self.ready_at.clear();
         self.procs.iter_mut().for_each(|p| *p = 0);
+        if let Some(rn) = &mut self.runnext {
+            rn.running = None;
+            rn.slot.clear();
+            rn.base.clear();
+            rn.parked_in.clear();
+        }
     }
 
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
@@ -127,6 +199,9 @@ impl Strategy for Timed {
         if let Some(deadline) = point.next_timer
             && deadline <= start
         {
+            if let Some(rn) = &mut self.runnext {
+                rn.running = None;
+            }
             return Decision {
                 choice: Choice::Timer,
                 at: deadline.max(point.now),
@@ -140,6 +215,16 @@ impl Strategy for Timed {
             ready += self.model.pause.sample(&mut self.rng);
         }
         *self.ready(task) = ready;
+        if let Some(rn) = &mut self.runnext {
+            rn.running = Some(task);
+            rn.running_end = end;
+            // Stolen (or handed off): no longer parked.
+            if let Some(w) = RunNext::at(&mut rn.parked_in, task).take()
+                && rn.slot[w.index()] == Some(task)
+            {
+                rn.slot[w.index()] = None;
+            }
+        }
         Decision {
             choice: Choice::Task(task),
             at: start,
@@ -151,9 +236,62 @@ impl Strategy for Timed {
     }
 
     fn on_wake(&mut self, task: TaskId, now: u64) {
+        let single = self.model.gomaxprocs <= 1;
+        if let Some(rn) = &mut self.runnext
+            && let Some(waker) = rn.running
+            && waker != task
+        {
+            // Parked in the waker's runnext: stolen after `steal` (never on
+            // one processor before the time slice ends), or run after the
+            // waker blocks.
+            let stolen = !single
+                && (self.model.steal_prob >= 1.0
+                    || rng::unit(&mut self.rng) < self.model.steal_prob);
+            let wait = if stolen {
+                rn.steal.sample(&mut self.rng)
+            } else {
+                TIME_SLICE
+            };
+            let i = task.index();
+            if i >= self.ready_at.len() {
+                self.ready_at.resize(i + 1, 0);
+            }
+            let base = self.ready_at[i];
+            *RunNext::at(&mut rn.base, task) = base;
+            *RunNext::at(&mut rn.parked_in, task) = Some(waker);
+            self.ready_at[i] = base.max(now + wait);
+            if let Some(old) = RunNext::at(&mut rn.slot, waker).replace(task) {
+                rn.parked_in[old.index()] = None;
+                // The previous occupant is kicked to the run queue.
+                let lat = self.wake_latency.sample(&mut self.rng);
+                let r = &mut self.ready_at[old.index()];
+                *r = (*r).min(now.max(rn.base[old.index()]) + lat);
+            }
+            return;
+        }
         let lat = self.wake_latency.sample(&mut self.rng);
         let r = self.ready(task);
         *r = (*r).max(now + lat);
+    }
+
+    fn on_block(&mut self, task: TaskId, _now: u64) {
+        let Some(rn) = &mut self.runnext else {
+            return;
+        };
+        let Some(parked) = RunNext::at(&mut rn.slot, task).take() else {
+            return;
+        };
+        // The waker's processor turns to its runnext.
+        let end = if rn.running == Some(task) {
+            rn.running_end
+        } else {
+            self.ready_at.get(task.index()).copied().unwrap_or(0)
+        };
+        rn.parked_in[parked.index()] = None;
+        let lat = rn.handoff.sample(&mut self.rng);
+        let base = rn.base[parked.index()];
+        let r = &mut self.ready_at[parked.index()];
+        *r = (*r).min(base.max(end + lat));
     }
 
     fn name(&self) -> String {
