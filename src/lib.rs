@@ -5,3 +5,4 @@ pub mod net;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod validation;

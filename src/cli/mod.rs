@@ -4,6 +4,7 @@
 //! library's types, and every error comes back here to be printed as
 //! `error: ...` with exit code 2.
 
+mod compare;
 mod explore;
 mod merge;
 mod minimize;
@@ -83,6 +84,8 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Check a scenario file and report the first problem in it.
     Validate(validate::ValidateArgs),
+    /// Predict the Go validation harness and set it beside the real grpc-go measurements.
+    Compare(compare::CompareArgs),
     /// Print the version and the list of variants.
     Variants,
 }
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Plot(args) => plot::plot(args),
         Command::Merge(args) => merge::merge(args),
         Command::Validate(args) => validate::validate(args),
+        Command::Compare(args) => compare::compare(args),
         Command::Variants => variants(),
     };
     match result {

@@ -48,11 +48,11 @@ pub struct SweepPoint {
 /// The text that marks a bar or point drawn at its upper bound.
 pub const ZERO_LABEL: &str = "0 leaks (upper bound)";
 
-const HEADER_H: i32 = 84;
+pub(crate) const HEADER_H: i32 = 84;
 const LEGEND_W: i32 = 290;
-const GREY: RGBColor = RGBColor(90, 90, 90);
-const GRID_BOLD: RGBColor = RGBColor(205, 205, 205);
-const GRID_LIGHT: RGBColor = RGBColor(238, 238, 238);
+pub(crate) const GREY: RGBColor = RGBColor(90, 90, 90);
+pub(crate) const GRID_BOLD: RGBColor = RGBColor(205, 205, 205);
+pub(crate) const GRID_LIGHT: RGBColor = RGBColor(238, 238, 238);
 
 /// Draws the leak rate of each variant as a bar on a log scale, with Wilson
 /// 95% whiskers; bars of several strategies are grouped by strategy. A bar
@@ -127,7 +127,7 @@ pub fn sweep_chart_scaled(
 
 /// The height a bar or point is drawn at: the rate, or for zero leaks the
 /// interval's upper bound. `None` when there is nothing to draw.
-fn shown(runs: u64, leaks: u64, rate: f64, ci_high: f64) -> Option<f64> {
+pub(crate) fn shown(runs: u64, leaks: u64, rate: f64, ci_high: f64) -> Option<f64> {
     let v = if leaks == 0 { ci_high } else { rate };
     (runs > 0 && v.is_finite() && v > 0.0).then_some(v)
 }
@@ -157,7 +157,7 @@ fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
-fn text<DB: DrawingBackend>(
+pub(crate) fn text<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     s: &str,
     at: (i32, i32),
@@ -226,7 +226,7 @@ where
 
 /// Dash segments along `a`–`b`: `dash` pixels on, repeating every
 /// `period` pixels, the first starting `phase` pixels in.
-fn dashes(
+pub(crate) fn dashes(
     a: (i32, i32),
     b: (i32, i32),
     dash: f64,
@@ -254,7 +254,7 @@ fn dashes(
 }
 
 /// A vertical interval whisker in pixels: a line with caps `half` wide.
-fn whisker<DB: DrawingBackend>(
+pub(crate) fn whisker<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     x: i32,
     y_low: i32,
@@ -274,7 +274,7 @@ where
 }
 
 /// Title and subtitle across the top of the picture.
-fn header<DB: DrawingBackend>(
+pub(crate) fn header<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     subtitle: &str,
@@ -385,7 +385,7 @@ where
 }
 
 /// A hollow downward triangle: "at most this high".
-fn triangle_down<DB: DrawingBackend>(
+pub(crate) fn triangle_down<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     (x, y): (i32, i32),
     c: RGBColor,
@@ -706,7 +706,7 @@ impl Ranged for Ticked {
 /// Tick positions for a log axis from `lo` to `hi`, as log10 values: the
 /// 1-2-5 values inside the range, or every whole multiple of a power of ten
 /// when the range spans under two decades.
-fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let steps: &[f64] = if hi / lo < 100.0 {
         &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
     } else {
@@ -727,14 +727,14 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 /// A value for a log-axis tick: three significant digits, no trailing zeros.
-fn fmt_sig(v: f64) -> String {
+pub(crate) fn fmt_sig(v: f64) -> String {
     let decimals = (2 - v.abs().max(1e-300).log10().floor() as i32).clamp(0, 15) as usize;
     trim_zeros(&format!("{v:.decimals$}"))
 }
 
 /// Compact number for an axis tick: no trailing zeros, precision from the
 /// axis span.
-fn fmt_tick(v: f64, span: f64) -> String {
+pub(crate) fn fmt_tick(v: f64, span: f64) -> String {
     let decimals = (2 - span.abs().max(1e-12).log10().floor() as i32).clamp(0, 9) as usize;
     let s = trim_zeros(&format!("{v:.decimals$}"));
     if s == "-0" { "0".into() } else { s }

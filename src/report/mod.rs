@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod summary;
 pub mod timeline;
+pub mod validation_chart;
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
