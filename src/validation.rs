@@ -116,6 +116,8 @@ pub struct Calibration {
     pub stolen: Summary,
     pub stolen_fraction: f64,
     pub wake_blocking_waker: Summary,
+    /// The waker's own time inside the send of `wake_running_waker`.
+    pub wake_send_cost: Summary,
     pub mutex_handoff: Summary,
     pub step_costs: StepCosts,
     pub pauses: Pauses,
@@ -139,8 +141,11 @@ impl Calibration {
     /// * step cost: the native time of a whole harness iteration spread over
     ///   the model's decisions (median), with the spread of `Close`, the
     ///   harness step made of lock operations only;
-    /// * handoff: the fastest decile of the ping-pong wake-up (the waker
-    ///   blocks; no thread has to be woken);
+    /// * handoff: the ping-pong wake-up (the waker blocks at once) less the
+    ///   waker's own time in the send, medians, at least 100 ns: with an idle
+    ///   processor the send wakes a thread (10-20 µs here), which the waker
+    ///   pays and the harness's loop mostly does not (its wake-up after p0's
+    ///   picker takes about 1 µs);
     /// * steal: how long another processor takes to steal the harness from
     ///   the worker's runnext when the worker stalls: the slow wake-ups of
     ///   the harness after p0's picker (at least 10 µs; the fast ones are
@@ -161,7 +166,7 @@ impl Calibration {
             sigma: self.step_costs.close.lognormal(0.1).sigma(),
         };
         let handoff = Dist::LogNormal {
-            median: self.wake_blocking_waker.p10.max(1.0) as u64,
+            median: (self.wake_blocking_waker.p50 - self.wake_send_cost.p50).max(100.0) as u64,
             sigma: 0.5,
         };
         let slow = &self.step_costs.harness_wake_slow;
@@ -343,6 +348,7 @@ mod tests {
             stolen: summary(70_000.0, 72_000.0, 74_000.0),
             stolen_fraction: 0.7,
             wake_blocking_waker: summary(190.0, 10_000.0, 11_000.0),
+            wake_send_cost: summary(9_000.0, 9_700.0, 10_500.0),
             mutex_handoff: summary(70_000.0, 72_000.0, 100_000.0),
             step_costs: StepCosts {
                 close: summary(700.0, 800.0, 1_000.0),
@@ -375,7 +381,7 @@ mod tests {
         assert_eq!(
             m.handoff,
             Some(Dist::LogNormal {
-                median: 190,
+                median: 300,
                 sigma: 0.5
             })
         );

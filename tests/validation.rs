@@ -34,6 +34,8 @@ fn the_harness_leaks_before_the_fix_and_never_after_it() {
         PROBE,
         "--runs",
         "4000",
+        "--strategy",
+        "random",
         "--variant",
         "pre-8095,pr-8095,a115",
         "--format",
@@ -168,12 +170,13 @@ fn calibration(gomaxprocs: u32, race: bool) -> String {
     format!(
         "{{\"version\": \"v1.71.1\", \"race\": {race}, \"gomaxprocs\": {gomaxprocs},\
           \"wake_running_waker\": {wr}, \"stolen\": {st}, \"stolen_fraction\": 0.9,\
-          \"wake_blocking_waker\": {wb}, \"mutex_handoff\": {mh},\
+          \"wake_blocking_waker\": {wb}, \"wake_send_cost\": {sc}, \"mutex_handoff\": {mh},\
           \"step_costs\": {{\"close\": {cl}, \"iteration\": {it}, \"harness_wake_slow\": {hw}}},\
           \"pauses\": {{\"threshold_ns\": 2000, \"idle\": {pauses}, \"harness\": {pauses}, \"worker\": {pauses}}}}}",
         wr = s(70_000, 72_000, 200_000),
         st = s(70_000, 72_000, 74_000),
         wb = s(190, 10_000, 11_000),
+        sc = s(9_000, 9_700, 10_500),
         mh = s(70_000, 72_000, 100_000),
         cl = s(700, 800, 1_000),
         it = s(12_000, 13_000, 40_000),
@@ -267,4 +270,16 @@ fn compare_predicts_every_measured_point_and_writes_table_and_chart() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("gomaxprocs-1.json: cannot read"), "{err}");
+}
+
+#[test]
+fn the_probe_scenario_runs_the_model_derived_from_the_committed_calibration() {
+    use lbsim::experiment::model_for;
+    let scenario = lbsim::scenario::Scenario::load(PROBE).unwrap();
+    let cal = lbsim::validation::Calibration::load(std::path::Path::new(
+        "results/validation/calibration/gomaxprocs-2.json",
+    ))
+    .unwrap();
+    let steps = model_for(&scenario).expected_steps() as f64;
+    assert_eq!(scenario.runtime, cal.runtime_model(steps));
 }

@@ -715,6 +715,9 @@ impl Paint for Validation<'_> {
             }
         }
         let zero_count = dots.iter().filter(|d| d.whisker.is_none()).count();
+        // Notes that would overlap one already drawn are left out: the
+        // triangle and the legend still say what a zero is.
+        let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
         for d in dots.iter().filter(|d| d.whisker.is_none()) {
             let (x, y) = (d.x, d.y);
             let note = format!(
@@ -739,8 +742,16 @@ impl Paint for Validation<'_> {
             } else {
                 HPos::Right
             };
+            let rect = (x0 - 2, ty - 14, x0 + nw + 2, ty);
+            if placed
+                .iter()
+                .any(|r| rect.0 < r.2 + 12 && r.0 < rect.2 + 12 && rect.1 < r.3 && r.1 < rect.3)
+            {
+                continue;
+            }
+            placed.push(rect);
             root.draw(&Rectangle::new(
-                [(x0 - 2, ty - 14), (x0 + nw + 2, ty)],
+                [(rect.0, rect.1), (rect.2, rect.3)],
                 WHITE.mix(0.85).filled(),
             ))?;
             text(
