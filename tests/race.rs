@@ -499,3 +499,68 @@ fn close_is_terminal_after_the_fix() {
         assert!(report.armed_timers.is_empty(), "{:?}", report.armed_timers);
     }
 }
+
+/// A priority policy whose only child's init timer can fire at any point
+/// around `Close`, after which the test drops the policy: the timer's
+/// callback must find the child stopped and return, as in Go, where its
+/// closure holds the balancer.
+#[test]
+fn an_init_timer_firing_around_close_is_harmless() {
+    for variant in [Variant::Pre8095, Variant::Pr8095, Variant::A115] {
+        let mut dfs = Sim::new(Box::new(Dfs::new(Some(2))));
+        let mut runs = 0;
+        let mut fired_before_stop = 0;
+        while !dfs.strategy().is_complete() {
+            let stubs = Rc::new(StubBuilder::default());
+            let mut opts = options(variant, &stubs);
+            opts.priority_init_timeout = sim::MS;
+            let report = dfs.run(&traced(0), async move {
+                let cc = Rc::new(RecordingCc::default());
+                let pb = PriorityBalancer::build(cc, opts).await;
+                let mut config = LbConfig::default();
+                let mut child = Child::new("stub-persistent");
+                child.config.config = Some(Rc::new("p0".to_string()));
+                config.children.insert("p0".into(), child);
+                config.priorities.push("p0".into());
+                pb.update_client_conn_state(ClientConnState {
+                    resolver_state: ResolverState::default(),
+                    balancer_config: Some(config.into_any()),
+                })
+                .await
+                .unwrap();
+                pb.close().await;
+                drop(pb);
+            });
+            if dfs.strategy().redundant() {
+                continue;
+            }
+            runs += 1;
+            assert!(
+                matches!(report.outcome, Outcome::Ok | Outcome::Leak),
+                "{variant}: {}",
+                report.describe()
+            );
+            let trace = report.trace.as_ref().unwrap();
+            let fire = trace.events.iter().position(|e| {
+                e.op == lbsim::sim::Op::TimerFire
+                    && trace.objects[e.obj.0 as usize].1.contains("initTimer[p0]")
+            });
+            let stop = trace.events.iter().position(|e| {
+                e.op == lbsim::sim::Op::TimerStop
+                    && trace.objects[e.obj.0 as usize].1.contains("initTimer[p0]")
+            });
+            // The timer fired before Close stopped it: its callback runs
+            // after (or while) Close finishes and the policy is dropped.
+            if let (Some(fire), Some(stop)) = (fire, stop)
+                && fire < stop
+            {
+                fired_before_stop += 1;
+            }
+            assert!(runs < 100_000, "search did not end");
+        }
+        assert!(
+            fired_before_stop > 0,
+            "{variant}: no schedule fired the init timer before Close ({runs} schedules)"
+        );
+    }
+}

@@ -66,13 +66,14 @@ where
             timer: RefCell::new(None),
             deleted: Cell::new(false),
         });
-        let cache = Rc::downgrade(self);
+        // The callback holds the cache, as Go's closure does: it runs, and
+        // closes the entry, even if everything else has let the cache go.
+        let c = self.clone();
         let (timer_entry, timer_key) = (entry.clone(), key.clone());
         let timer = sim::after_func(
             self.timeout,
             &format!("timeoutCache.timer[{key}]"),
             async move {
-                let Some(c) = cache.upgrade() else { return };
                 let guard = c.mu.lock().await;
                 if timer_entry.deleted.get() {
                     guard.unlock().await;

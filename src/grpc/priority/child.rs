@@ -156,12 +156,15 @@ impl ChildBalancer {
         *self.init_timer.borrow_mut() = Some(timer_w.clone());
         let me = self.self_ref.upgrade().expect("child alive");
         let tw = timer_w.clone();
-        let timeout = self.parent().opts.priority_init_timeout;
+        // The callback holds the balancer, as Go's closure does (through
+        // the child's strong parent pointer): it may fire after Close has
+        // dropped every other reference, and then returns on `stopped`.
+        let parent = self.parent();
+        let timeout = parent.opts.priority_init_timeout;
         let timer = sim::after_func(
             timeout,
             &format!("priority.initTimer[{}]", self.name),
             async move {
-                let parent = me.parent();
                 let guard = parent.mu.lock().await;
                 if tw.stopped.get() {
                     guard.unlock().await;
