@@ -53,7 +53,7 @@
 //!
 //! [run]                       # defaults for `lbsim run`
 //! runs = 100000
-//! seed = 1
+//! seed = 1                    # or a quoted u64: seed = "12612280629371687117"
 //! strategy = "timed"
 //! variants = "all"            # or a list: ["pre-8095", "pr-8095"]
 //! ```
@@ -74,7 +74,7 @@ use crate::grpc::{ConnectivityState, Variant};
 use crate::sim::dist::{Dist, parse_duration};
 use crate::sim::strategy::{RuntimeModel, StrategyKind};
 use crate::sim::{MS, SEC, US};
-use raw::{RawScenario, RawStep, RawVariants, Text};
+use raw::{RawScenario, RawSeed, RawStep, RawVariants, Text};
 
 /// A scenario file that failed to load, or a parameter that could not be set.
 #[derive(Debug, thiserror::Error)]
@@ -421,8 +421,13 @@ impl Cx<'_> {
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
-        let message = e.message().trim().to_string();
-        let help = if message.contains("unknown field") {
+        let mut message = e.message().trim().to_string();
+        if message.contains("enum RawSeed") {
+            message = "the seed is not a whole number from 0 to 18446744073709551615".into();
+        }
+        let help = if message.starts_with("the seed") {
+            "write seed = 1, or quote a seed above 9223372036854775807 (TOML integers stop there), e.g. seed = \"12612280629371687117\""
+        } else if message.contains("unknown field") {
             "remove the key or correct its spelling; the keys this table accepts are listed above"
         } else if message.contains("missing field") {
             "add the missing key to this table"
@@ -627,13 +632,24 @@ impl Cx<'_> {
         };
         let seed = match &r.seed {
             None => 1,
-            Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
             Some(s) => {
-                return Err(self.err(
-                    s.span(),
-                    format!("seed = {} is negative", s.get_ref()),
-                    "write a seed of zero or more",
-                ));
+                let bad = |what: String| {
+                    self.err(
+                        s.span(),
+                        what,
+                        "write a seed from 0 to 18446744073709551615; above 9223372036854775807 quote it, e.g. seed = \"12612280629371687117\"",
+                    )
+                };
+                match s.get_ref() {
+                    RawSeed::Int(n) => {
+                        u64::try_from(*n).map_err(|_| bad(format!("seed = {n} is negative")))?
+                    }
+                    RawSeed::Text(t) => t.trim().parse::<u64>().map_err(|_| {
+                        bad(format!(
+                            "seed = \"{t}\" is not a whole number from 0 to 2^64 - 1"
+                        ))
+                    })?,
+                }
             }
         };
         let strategy = match &r.strategy {

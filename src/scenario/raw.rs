@@ -131,9 +131,18 @@ pub struct RawRuntime {
 #[serde(deny_unknown_fields)]
 pub struct RawRun {
     pub runs: Option<Spanned<i64>>,
-    pub seed: Option<Spanned<i64>>,
+    /// A number, or a string holding one: TOML integers stop at i64::MAX,
+    /// and seeds are u64 (as `lbsim run` prints them).
+    pub seed: Option<Spanned<RawSeed>>,
     pub strategy: Option<Text>,
     pub variants: Option<Spanned<RawVariants>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum RawSeed {
+    Int(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Debug)]

@@ -115,3 +115,25 @@ fn shipped_scenarios_validate() {
     }
     assert!(n >= 5);
 }
+
+#[test]
+fn a_seed_takes_the_whole_u64_range_quoted_or_not() {
+    let with =
+        |seed: &str| Scenario::parse("t.toml", &format!("{MINIMAL}\n[run]\nseed = {seed}\n"));
+    assert_eq!(with("7").unwrap().run.seed, 7);
+    assert_eq!(
+        with("\"12612280629371687117\"").unwrap().run.seed,
+        12_612_280_629_371_687_117
+    );
+    assert_eq!(with("\"18446744073709551615\"").unwrap().run.seed, u64::MAX);
+    let e = with("-1").unwrap_err().to_string();
+    assert!(e.contains("t.toml:") && e.contains("is negative"), "{e}");
+    let e = with("\"18446744073709551616\"").unwrap_err().to_string();
+    assert!(
+        e.contains("not a whole number") && e.contains("quote it"),
+        "{e}"
+    );
+    // An unquoted seed above i64::MAX is a TOML error; the message says to quote it.
+    let e = with("12612280629371687117").unwrap_err().to_string();
+    assert!(e.contains("t.toml:") && e.contains("quote a seed"), "{e}");
+}
