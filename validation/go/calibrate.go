@@ -30,6 +30,10 @@ const (
 	// workerSpinFor on the priority worker, measure the worker's pauses.
 	workerPauseIterations = 50000
 	workerSpinFor         = 20 * time.Microsecond
+	// stealIterations harness iterations, each with the worker spinning
+	// stealSpin after the hand-over, time the steals of the harness.
+	stealIterations = 20000
+	stealSpin       = 200 * time.Microsecond
 	// harnessWakeIterations is the number of harness iterations whose
 	// wake-up after p0's picker is timed; slowWake is where a slow one
 	// starts.
@@ -169,6 +173,13 @@ type StepCosts struct {
 	HarnessWake     Dist    `json:"harness_wake"`
 	HarnessWakeSlow Dist    `json:"harness_wake_slow"`
 	SlowFraction    float64 `json:"slow_fraction"`
+	// HarnessSteal is the harness's wake-up after p0's picker while the
+	// worker keeps running (it spins stealSpin right after the hand-over,
+	// so the harness cannot get the worker's processor): the steals alone,
+	// over stealIterations iterations; StealFraction is how often the
+	// harness was stolen before the worker stopped spinning.
+	HarnessSteal  Dist    `json:"harness_steal"`
+	StealFraction float64 `json:"steal_fraction"`
 }
 
 // Pauses are the gaps a goroutine spinning on the clock sees.
@@ -271,6 +282,10 @@ func calibrate(w io.Writer, version string, race bool) error {
 	}
 	runtime.GC()
 	if err := harnessWake(h, &c.StepCosts); err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := harnessSteal(h, &c.StepCosts); err != nil {
 		return err
 	}
 	runtime.GC()
@@ -790,4 +805,31 @@ func workerPauses(h *harness) (PauseRun, error) {
 		pr.TailPerS = float64(pr.Pareto.N) / secs
 	}
 	return pr, nil
+}
+
+// harnessSteal times the harness's wake-up after p0's picker while the
+// worker spins stealSpin right after handing it over: the harness can then
+// only run if another P steals it.
+func harnessSteal(h *harness, sc *StepCosts) error {
+	saved := wakeStats
+	wakeStats = true
+	workerGaps = make([]int64, 0, pauseGapCap)
+	workerSpin = stealSpin
+	defer func() { wakeStats, workerSpin = saved, 0 }()
+	h.wakes, h.leakWakes = h.wakes[:0], h.leakWakes[:0]
+	for i := 0; i < stealIterations; i++ {
+		if _, err := h.iterate(0); err != nil {
+			return err
+		}
+	}
+	var stolen []float64
+	for _, w := range h.wakes {
+		if w < float64(stealSpin)*0.9 {
+			stolen = append(stolen, w)
+		}
+	}
+	sc.StealFraction = float64(len(stolen)) / float64(len(h.wakes))
+	sc.HarnessSteal = summarize(stolen)
+	h.wakes, h.leakWakes = h.wakes[:0], h.leakWakes[:0]
+	return nil
 }
