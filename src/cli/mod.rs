@@ -163,12 +163,10 @@ fn reproducing_strategy(
 }
 
 fn variants() -> anyhow::Result<ExitCode> {
-    let mut s = format!("lbsim {}\nvariants:", env!("CARGO_PKG_VERSION"));
+    let mut s = format!("lbsim {}\nvariants:\n", env!("CARGO_PKG_VERSION"));
     for v in crate::grpc::Variant::ALL {
-        s.push(' ');
-        s.push_str(v.as_str());
+        s.push_str(&format!("  {:<14} {}\n", v.as_str(), v.describe()));
     }
-    s.push('\n');
     print_stdout(&s)?;
     Ok(ExitCode::SUCCESS)
 }

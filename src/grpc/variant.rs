@@ -56,6 +56,28 @@ impl Variant {
         }
     }
 
+    /// One line for `lbsim variants`: which grpc-go code it is and what it
+    /// does with the race of issue #7783.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Variant::Pre4308 => {
+                "before PR #4308 (2021): Close marks the group stopped before clearing the cache; a child cached at close always leaks"
+            }
+            Variant::Pre8095 => {
+                "grpc-go before PR #8095 (v1.71.x, alias buggy): the race of issue #7783; a child demoted while Close runs can leak"
+            }
+            Variant::Pr8095 => {
+                "PR #8095 (v1.72.0, alias fixed): closing the balancergroup is terminal, so nothing enters the cache after Close"
+            }
+            Variant::PriorityLock => {
+                "the alternative fix: the priority policy's Close holds its mutex while it closes the balancergroup"
+            }
+            Variant::A115 => {
+                "gRFC A115 on top of PR #8095: children removed from the config close at once; demoted ones are still cached"
+            }
+        }
+    }
+
     /// Closing the balancergroup is terminal (PR #8095 and later).
     pub fn terminal_close(self) -> bool {
         matches!(self, Variant::Pr8095 | Variant::A115)
