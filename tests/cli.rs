@@ -181,9 +181,19 @@ fn merged_shards_equal_the_unsharded_run() {
         without_timing(&read(&whole.join("summary.csv")))
     );
 
-    // Two shards of three: merged, but partial.
+    // Two shards of three: refused, unless a partial summary is asked for.
+    let out = lbsim()
+        .args([
+            "merge",
+            parts[0].to_str().unwrap(),
+            parts[1].to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
     let stdout = run_ok(&[
         "merge",
+        "--allow-missing",
         parts[0].to_str().unwrap(),
         parts[1].to_str().unwrap(),
     ]);
@@ -786,8 +796,11 @@ fn replay_says_where_a_schedule_was_not_followed() {
             schedule,
         ]
     };
-    // Main runs its first six steps; there is no task 99.
-    let out = run_ok(&args("1:0*6.99"));
+    // Main runs its first six steps; there is no task 99: the replay
+    // says where it left the schedule and fails.
+    let out = lbsim().args(args("1:0*6.99")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.contains("schedule not followed from step 6: recorded Task(99) is not possible here"),
         "{out}"
