@@ -108,7 +108,20 @@ impl From<ReductionArg> for Reduction {
 
 pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
-    let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
+    let variant = super::replay::one_variant(&args.variant, "explore")?;
+    if args.max_schedules == Some(0) {
+        return Err(anyhow!(
+            "--max-schedules 0: must be at least 1 (up to {}); leave it out for no limit",
+            u64::MAX
+        ));
+    }
+    if let Some(s) = args.max_seconds
+        && !(s > 0.0 && Duration::try_from_secs_f64(s).is_ok())
+    {
+        return Err(anyhow!(
+            "--max-seconds {s}: must be a number of seconds above 0 (such as 0.5 or 60); leave it out for no limit"
+        ));
+    }
     let model = GrpcModel::new(&scenario);
     let prefix = match &args.prefix {
         Some(text) => Some(Schedule::parse(text).map_err(|e| anyhow!("--prefix: {e}"))?),

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 
 use crate::experiment::search;
-use crate::grpc::Variant;
 use crate::scenario::Scenario;
 use crate::scenario::driver::GrpcModel;
 use crate::sim::strategy::Replay;
@@ -38,7 +37,7 @@ pub struct MinimizeArgs {
 
 pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
-    let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
+    let variant = super::replay::one_variant(&args.variant, "minimize")?;
     let model = GrpcModel::new(&scenario);
 
     // The failing run, recorded.

@@ -3,10 +3,10 @@
 //! outcome as the last line.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{anyhow, bail};
 
 use crate::grpc::Variant;
 use crate::report;
@@ -43,7 +43,22 @@ pub struct ReplayArgs {
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
-    let variant = Variant::parse(&args.variant).map_err(|e| anyhow!("--variant: {e}"))?;
+    let variant = one_variant(&args.variant, "replay")?;
+    // The files are checked before the run, so that one cannot be written
+    // after the other was.
+    if let Some(path) = &args.trace {
+        check_output_file("--trace", path)?;
+    }
+    if let Some(path) = &args.timeline {
+        let ext = path.extension().and_then(|e| e.to_str());
+        if !ext.is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg")) {
+            bail!(
+                "--timeline {}: the picture format is chosen by the extension; use a .png or .svg file name",
+                path.display()
+            );
+        }
+        check_output_file("--timeline", path)?;
+    }
     let model = GrpcModel::new(&scenario);
     let (strategy, seed) = super::reproducing_strategy(
         &scenario,
@@ -65,8 +80,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let text = trace.render();
     match &args.trace {
         Some(path) => {
-            report::write_atomic(path, &text)
-                .with_context(|| format!("writing {}", path.display()))?;
+            report::write_atomic(path, &text)?;
             out.push_str(&format!(
                 "trace: {} events written to {}\n",
                 trace.events.len(),
@@ -77,8 +91,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.timeline {
         let title = format!("{} — {} seed {}", scenario.name, variant, seed);
-        report::timeline(trace, &title, path, None)
-            .with_context(|| format!("drawing {}", path.display()))?;
+        // The error names the file.
+        report::timeline(trace, &title, path, None)?;
         out.push_str(&format!("timeline: {}\n", path.display()));
     }
     out.push('\n');
@@ -97,11 +111,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     {
         out.push_str(&format!("schedule: {s}\n"));
     }
-    if let Some(why) = sim.strategy().divergence() {
-        out.push_str(&format!(
-            "schedule not followed from {why} (steps count from 0); the run went on without that decision (a schedule recorded under another variant or scenario does not line up)\n"
-        ));
-    }
+    let divergence = sim.strategy().divergence();
     for e in &check.client_errors {
         out.push_str(&format!("client: {e}\n"));
     }
@@ -126,9 +136,56 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    out.push_str(&format!("outcome: {}\n", report.outcome));
+    match &divergence {
+        // This run is not the recorded one: its outcome is not the answer.
+        Some(why) => out.push_str(&format!(
+            "outcome: not reproduced (schedule not followed from {why}; the run went on without it and ended {})\n",
+            report.outcome
+        )),
+        None => out.push_str(&format!("outcome: {}\n", report.outcome)),
+    }
     super::print_stdout(&out)?;
+    if let Some(why) = divergence {
+        bail!(
+            "--schedule: not followed (steps count from 0) at {why}; the schedule does not fit \
+             this scenario and variant: replay it with the scenario file and --variant it was \
+             recorded with"
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--variant` of a command that runs one variant (`replay`, `explore`,
+/// `minimize`): `all` or a list is refused with the names to choose from.
+pub(super) fn one_variant(text: &str, command: &str) -> anyhow::Result<Variant> {
+    Variant::parse(text).map_err(|_| {
+        let choices = Variant::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = text.trim();
+        if text == "all" || text.contains(',') {
+            anyhow!("--variant {text}: {command} runs one variant; choose one of {choices}")
+        } else {
+            anyhow!(
+                "--variant: unknown variant `{text}`; {command} runs one variant; choose one of {choices}"
+            )
+        }
+    })
+}
+
+/// Checks before the run that `path` (given with `flag`) can be written:
+/// its directory is created if missing.
+fn check_output_file(flag: &str, path: &Path) -> anyhow::Result<()> {
+    let Some(name) = path.file_name() else {
+        bail!(
+            "{flag} {}: not a file name; give the path of a file",
+            path.display()
+        );
+    };
+    let dir = path.parent().unwrap_or(Path::new(""));
+    super::run::check_outputs(flag, path, dir, &[name])
 }
 
 /// Maps task names to the priority child they serve, from the notes the

@@ -1,12 +1,12 @@
 //! `lbsim run SCENARIO`: runs × variants × one strategy, with statistics.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -65,7 +65,96 @@ pub struct RunArgs {
     pub max_failures: usize,
 }
 
-/// Set by Ctrl-C; workers stop between runs.
+/// The most runs per variant `run` and `sweep` take: far more than can be
+/// done (a million take minutes), and few enough that every count and sum
+/// over them fits in 64 bits.
+pub(super) const MAX_RUNS: u64 = 1_000_000_000_000;
+
+/// The runs per variant: `--runs` if given, else the scenario's `run.runs`;
+/// between 1 and [`MAX_RUNS`].
+pub(super) fn runs_per_variant(arg: Option<u64>, scenario: &Scenario) -> anyhow::Result<u64> {
+    let runs = arg.unwrap_or(scenario.run.runs);
+    if (1..=MAX_RUNS).contains(&runs) {
+        return Ok(runs);
+    }
+    let range = format!("between 1 and {MAX_RUNS} (10^12) runs per variant");
+    match arg {
+        Some(_) => bail!("--runs {runs}: must be {range}"),
+        None => {
+            bail!("run.runs = {runs} in the scenario: must be {range}; lower it or give --runs")
+        }
+    }
+}
+
+/// Checks before any run that the files `names` can be written into `dir`,
+/// which `flag` chose as `given` (the directory itself, or a file in it):
+/// `dir` must be a directory or creatable (it is created now), no name may
+/// be taken by a directory, and files must be creatable in it.
+pub(super) fn check_outputs(
+    flag: &str,
+    given: &Path,
+    dir: &Path,
+    names: &[impl AsRef<Path>],
+) -> anyhow::Result<()> {
+    let head = format!("{flag} {}", given.display());
+    // `dir` joined with a name is shown as given; "" is the current directory.
+    let names: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    // The nearest existing one of `dir` and its parents must be a directory.
+    if let Some(file) = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())
+    {
+        if file == given {
+            bail!(
+                "{head}: not a directory (a file of that name exists); give {flag} a directory, \
+                 which is created if missing, or move the file away"
+            );
+        }
+        bail!(
+            "{head}: {} is a file, not a directory; give {flag} a path below a directory, \
+             which is created if missing",
+            file.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "{head}: cannot create the directory {}; give {flag} another path",
+            dir.display()
+        )
+    })?;
+    for path in names {
+        if path.is_dir() {
+            bail!(
+                "{head}: {} is a directory, where lbsim writes a file; move it away or give \
+                 {flag} another path",
+                path.display()
+            );
+        }
+    }
+    let probe = dir.join(format!(".lbsim-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .with_context(|| {
+            format!(
+                "{head}: cannot create files in {}; give {flag} a directory you can write to",
+                dir.display()
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Set by Ctrl-C; workers stop once the chunk of runs they are on is done.
 pub(super) static STOP: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn install_ctrlc() {
@@ -88,9 +177,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(s) => Shard::parse(s).map_err(|e| anyhow!("--shard: {e}"))?,
         None => Shard::WHOLE,
     };
-    let runs = args.runs.unwrap_or(scenario.run.runs);
-    if runs == 0 {
-        return Err(anyhow!("--runs: must be at least 1"));
+    let runs = runs_per_variant(args.runs, &scenario)?;
+    if shard.count > runs {
+        bail!(
+            "--shard {}/{}: {} shards for {runs} run(s) would leave shards without runs; \
+             use at most {runs} shards (N <= --runs)",
+            shard.index,
+            shard.count,
+            shard.count
+        );
     }
     let jobs = match args.jobs {
         Some(0) => return Err(anyhow!("--jobs: must be at least 1")),
@@ -105,6 +200,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base.join(format!("shard-{}-of-{}", shard.index, shard.count))
         }
     });
+    let mut outputs = vec!["summary.csv", "failures.csv"];
+    if !args.no_plot {
+        outputs.extend(["leak_rate.png", "leak_rate.svg"]);
+    }
+    check_outputs("--out", &out_dir, &out_dir, &outputs)?;
 
     let model = experiment::model_for(&scenario);
     let exp = Experiment {
@@ -143,10 +243,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let failures = report::failure_rows(&args.scenario, &label, &result.failures);
     let summary_path = out_dir.join("summary.csv");
     let failures_path = out_dir.join("failures.csv");
-    report::write_atomic(&summary_path, &report::summary_csv(&rows))
-        .with_context(|| format!("writing {}", summary_path.display()))?;
-    report::write_atomic(&failures_path, &report::failures_csv(&failures))
-        .with_context(|| format!("writing {}", failures_path.display()))?;
+    report::write_atomic(&summary_path, &report::summary_csv(&rows))?;
+    report::write_atomic(&failures_path, &report::failures_csv(&failures))?;
 
     let mut charts = Vec::new();
     if !args.no_plot && rows.iter().any(|r| r.runs > 0) {

@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use super::run::{STOP, install_ctrlc};
+use super::run::{STOP, check_outputs, install_ctrlc, runs_per_variant};
 use crate::experiment::{self, Experiment, RunOptions, Shard, StrategySpec};
 use crate::report::{self, SweepPoint};
 use crate::scenario::{PARAM_KEYS, Scenario, parse_variants};
@@ -310,10 +310,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         None => base.run.variants.clone(),
     };
     let kind = super::strategy_kind(args.strategy.as_deref(), &base)?;
-    let runs = args.runs.unwrap_or(base.run.runs);
-    if runs == 0 {
-        return Err(anyhow!("--runs: must be at least 1"));
-    }
+    let runs = runs_per_variant(args.runs, &base)?;
     let jobs = match args.jobs {
         Some(0) => return Err(anyhow!("--jobs: must be at least 1")),
         Some(j) => j,
@@ -332,6 +329,12 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow!("--param: {e}"))?;
         scenarios.push((s, *x));
     }
+    let stem = format!("sweep_{}", plan.key.replace('.', "_"));
+    let mut outputs = vec![format!("{stem}.csv")];
+    if !args.no_plot {
+        outputs.extend([format!("{stem}.png"), format!("{stem}.svg")]);
+    }
+    check_outputs("--out", &out_dir, &out_dir, &outputs)?;
     if plan.key.starts_with("runtime.") && kind != StrategyKind::Timed && !args.quiet {
         eprintln!(
             "note: {} is part of the runtime model, which only the timed strategy uses; \
@@ -344,7 +347,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     }
 
     install_ctrlc();
-    let total = runs * scenarios.len() as u64;
+    let total = runs.saturating_mul(scenarios.len() as u64);
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {
@@ -385,7 +388,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
             max_failures: 0,
         };
         label = exp.strategy.label();
-        let offset = runs * i as u64;
+        let offset = runs.saturating_mul(i as u64);
         let result = experiment::run(model.as_ref(), &exp, &STOP, &|done| {
             bar.set_position(offset + done)
         });
@@ -417,11 +420,9 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
 
-    let stem = format!("sweep_{}", plan.key.replace('.', "_"));
     let csv_path = out_dir.join(format!("{stem}.csv"));
     let csv = report::to_csv(&rows, SWEEP_HEADER).context("formatting the sweep CSV")?;
-    report::write_atomic(&csv_path, &csv)
-        .with_context(|| format!("writing {}", csv_path.display()))?;
+    report::write_atomic(&csv_path, &csv)?;
     let mut written = vec![csv_path.display().to_string()];
     if !args.no_plot && rows.iter().any(|r| r.runs > 0) {
         for ext in ["png", "svg"] {
@@ -500,8 +501,8 @@ pub fn draw_sweep(
         "Leak rate against {param} — {scenario}, {strategy} strategy{}",
         if partial { " (PARTIAL)" } else { "" }
     );
-    report::sweep_chart_scaled(&points, param, unit, &title, log_x, path)
-        .with_context(|| format!("drawing {}", path.display()))?;
+    // The error names the file.
+    report::sweep_chart_scaled(&points, param, unit, &title, log_x, path)?;
     Ok(())
 }
 

@@ -277,7 +277,8 @@ pub struct ExperimentResult {
     pub failures: Vec<Failure>,
     /// Failing runs not kept because of the cap.
     pub failures_dropped: u64,
-    /// The shard's index range.
+    /// The run indices done: the shard's index range, or for a partial
+    /// result the part of it from its start that was done.
     pub range: Range<u64>,
     /// Stopped before every run of the range was done.
     pub partial: bool,
@@ -318,9 +319,11 @@ impl WorkerState {
     }
 }
 
-/// Runs the experiment on `exp.jobs` threads. `stop` is polled between run
-/// indices (Ctrl-C); `progress` is called from the calling thread with the
-/// number of run indices done, a few times a second and once at the end.
+/// Runs the experiment on `exp.jobs` threads. `stop` is polled before each
+/// chunk of run indices is taken (Ctrl-C), and every chunk taken is
+/// finished, so a stopped experiment has done a prefix of its range (its
+/// `range`); `progress` is called from the calling thread with the number
+/// of run indices done, a few times a second and once at the end.
 pub fn run(
     model: &dyn Model,
     exp: &Experiment,
@@ -340,16 +343,15 @@ pub fn run(
         let mut st = WorkerState::new(nv);
         let mut sim = Sim::new(exp.strategy.build());
         let mut outcomes = vec![Outcome::Ok; nv];
-        'chunks: loop {
+        // Chunks are taken in order and each is finished: the indices done
+        // are always a prefix of the range.
+        while !stop.load(Ordering::Relaxed) {
             let c = next_chunk.fetch_add(1, Ordering::Relaxed);
             let start = range.start.saturating_add(c.saturating_mul(CHUNK));
             if start >= range.end {
                 break;
             }
             for index in start..(start + CHUNK).min(range.end) {
-                if stop.load(Ordering::Relaxed) {
-                    break 'chunks;
-                }
                 let seed = derive_seed(exp.master_seed, index);
                 for (vi, &variant) in exp.variants.iter().enumerate() {
                     let result =
@@ -456,7 +458,7 @@ pub fn run(
         failures,
         failures_dropped,
         partial: completed < range.end - range.start,
-        range,
+        range: range.start..range.start + completed,
         elapsed: started.elapsed(),
     }
 }

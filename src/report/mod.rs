@@ -34,9 +34,24 @@ pub enum ChartError {
     Empty { path: PathBuf, what: String },
     #[error("{}: the bundled font could not be loaded", path.display())]
     Font { path: PathBuf },
-    #[error("{}: drawing failed: {message}", path.display())]
+    // `message` is the drawing library's text, which wraps an I/O error in
+    // Rust debug syntax (`ImageError(IoError(Os { .. message: "File name
+    // too long" }))`): the sentence names the cause only.
+    #[error(
+        "{}: could not draw the picture: {}",
+        path.display(),
+        message
+            .split_once("message: \"")
+            .and_then(|(_, m)| m.split_once('"'))
+            .map_or_else(
+                || message
+                    .trim_start_matches("backend error: ")
+                    .trim_start_matches("Drawing backend error: "),
+                |(m, _)| m
+            )
+    )]
     Draw { path: PathBuf, message: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: cannot write the picture", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -79,7 +79,7 @@ use raw::{RawScenario, RawSeed, RawStep, RawVariants, Text};
 /// A scenario file that failed to load, or a parameter that could not be set.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("{path}: cannot read the scenario file: {source}")]
+    #[error("{path}: cannot read the scenario file")]
     Io {
         path: String,
         #[source]
