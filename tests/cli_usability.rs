@@ -19,5 +19,8 @@ fn variants_lists_every_variant_with_a_line_saying_what_it_is() {
         let what = line.trim_start()[id.len()..].trim();
         assert!(what.len() > 40, "{id}: {what:?}");
     }
-    assert!(text.contains("alias buggy") && text.contains("alias fixed"), "{text}");
+    assert!(
+        text.contains("alias buggy") && text.contains("alias fixed"),
+        "{text}"
+    );
 }
