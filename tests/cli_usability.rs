@@ -24,3 +24,40 @@ fn variants_lists_every_variant_with_a_line_saying_what_it_is() {
         "{text}"
     );
 }
+
+#[test]
+fn run_writes_to_the_untracked_out_directory_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = std::fs::canonicalize("scenarios/close_race_minimal.toml").unwrap();
+    let out = Command::cargo_bin("lbsim")
+        .unwrap()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--runs",
+            "50",
+            "--strategy",
+            "random",
+            "--no-plot",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path()
+            .join("out/close_race_minimal/summary.csv")
+            .is_file()
+    );
+    assert!(
+        !dir.path().join("results").exists(),
+        "the tracked results/ was written"
+    );
+    let ignore = std::fs::read_to_string(".gitignore").unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "/out"), "{ignore}");
+}

@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// Run only shard I of N (0-based): a disjoint slice of the run indices.
     #[arg(long)]
     pub shard: Option<String>,
-    /// Output directory [default: results/<scenario>/, or results/<scenario>/shard-I-of-N/].
+    /// Output directory [default: out/<scenario>/, or out/<scenario>/shard-I-of-N/; out/ is not tracked by git].
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -193,7 +193,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let out_dir = args.out.clone().unwrap_or_else(|| {
-        let base = PathBuf::from("results").join(scenario.stem());
+        let base = PathBuf::from("out").join(scenario.stem());
         if shard == Shard::WHOLE {
             base
         } else {

@@ -49,7 +49,7 @@ pub struct SweepArgs {
     /// Worker threads [default: the number of CPUs]. Results do not depend on it.
     #[arg(long, short)]
     pub jobs: Option<usize>,
-    /// Output directory [default: results/<scenario>/].
+    /// Output directory [default: out/<scenario>/; out/ is not tracked by git].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Do not draw the chart.
@@ -320,7 +320,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let out_dir = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("results").join(base.stem()));
+        .unwrap_or_else(|| PathBuf::from("out").join(base.stem()));
     // Every point is set before anything runs, so a bad value fails at once.
     let mut scenarios = Vec::new();
     for (text, x) in &plan.points {
