@@ -61,3 +61,24 @@ fn run_writes_to_the_untracked_out_directory_by_default() {
     let ignore = std::fs::read_to_string(".gitignore").unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "/out"), "{ignore}");
 }
+
+#[test]
+fn the_readme_links_only_inside_the_repository() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    assert!(
+        !readme.contains("../"),
+        "the README points outside the repository"
+    );
+    // Every relative link names a file that exists.
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap();
+        if target.starts_with("http") {
+            continue;
+        }
+        let path = target.split('#').next().unwrap();
+        assert!(
+            std::path::Path::new(path).exists(),
+            "README links to {path}, which does not exist"
+        );
+    }
+}
