@@ -95,65 +95,62 @@ fn the_fixed_harness_is_leak_free_within_two_preemptions() {
     }
 }
 
+/// Writes `text` as `name` in `dir`, checks that `lbsim validate` refuses it
+/// with exit 2, and returns the message.
+fn refused(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    let out = lbsim()
+        .args(["validate", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{name}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn probe_steps_are_refused_in_a_channel_scenario_and_channel_steps_in_a_probe_one() {
     let dir = tempfile::tempdir().unwrap();
     let channel = std::fs::read_to_string("scenarios/close_race_minimal.toml").unwrap();
-    let bad = channel.replace(
-        "{ op = \"close\" },",
-        "{ op = \"report\", child = \"p0\", state = \"ready\" },\n  { op = \"close\" },",
+    let err = refused(
+        dir.path(),
+        "bad_channel.toml",
+        &channel.replace(
+            "{ op = \"close\" },",
+            "{ op = \"report\", child = \"p0\", state = \"ready\" },\n  { op = \"close\" },",
+        ),
     );
-    let p = dir.path().join("bad_channel.toml");
-    std::fs::write(&p, bad).unwrap();
-    let out = lbsim()
-        .args(["validate", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad_channel.toml:"), "{err}");
     assert!(err.contains("unknown client op `report`"), "{err}");
 
     let probe = std::fs::read_to_string(PROBE).unwrap();
-    let bad = probe.replace(
-        "{ op = \"close\" },",
-        "{ op = \"rpc\", expect = \"s0\" },\n  { op = \"close\" },",
+    let err = refused(
+        dir.path(),
+        "bad_probe.toml",
+        &probe.replace(
+            "{ op = \"close\" },",
+            "{ op = \"rpc\", expect = \"s0\" },\n  { op = \"close\" },",
+        ),
     );
-    let p = dir.path().join("bad_probe.toml");
-    std::fs::write(&p, bad).unwrap();
-    let out = lbsim()
-        .args(["validate", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown client op `rpc`"), "{err}");
     assert!(err.contains("report, wait_built"), "{err}");
 
-    let bad = probe.replace(
-        "child = \"p1\", state = \"ready\"",
-        "child = \"p7\", state = \"ready\"",
+    let err = refused(
+        dir.path(),
+        "bad_child.toml",
+        &probe.replace(
+            "child = \"p1\", state = \"ready\"",
+            "child = \"p7\", state = \"ready\"",
+        ),
     );
-    let p = dir.path().join("bad_child.toml");
-    std::fs::write(&p, bad).unwrap();
-    let out = lbsim()
-        .args(["validate", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown child `p7`"), "{err}");
     assert!(err.contains("p0, p1"), "{err}");
 
-    let bad = format!("{probe}\n[[backend]]\nname = \"s0\"\n");
-    let p = dir.path().join("bad_backend.toml");
-    std::fs::write(&p, bad).unwrap();
-    let out = lbsim()
-        .args(["validate", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        dir.path(),
+        "bad_backend.toml",
+        &format!("{probe}\n[[backend]]\nname = \"s0\"\n"),
+    );
     assert!(err.contains("cannot have [[backend]] tables"), "{err}");
 }
 
