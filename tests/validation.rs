@@ -280,3 +280,65 @@ fn the_probe_scenario_runs_the_model_derived_from_the_committed_calibration() {
     let steps = model_for(&scenario).expected_steps() as f64;
     assert_eq!(scenario.runtime, cal.runtime_model(steps));
 }
+
+#[test]
+fn minimize_marks_each_preemption_in_the_trace_and_prints_the_replay() {
+    // A leaking schedule, found by a bounded search.
+    let out = lbsim()
+        .args([
+            "explore",
+            PROBE,
+            "--variant",
+            "pre-8095",
+            "--preemption-bound",
+            "1",
+            "--choice-bound",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let schedule = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("schedule: "))
+        .unwrap_or_else(|| panic!("no schedule in:\n{text}"))
+        .to_string();
+    let out = lbsim()
+        .args([
+            "minimize",
+            PROBE,
+            "--variant",
+            "pre-8095",
+            "--schedule",
+            &schedule,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let n: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("minimized: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no minimized count in:\n{text}"));
+    let marks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(">>> preemption"))
+        .collect();
+    assert!(n >= 1 && !marks.is_empty(), "{text}");
+    assert!(
+        marks.last().unwrap().contains(&format!("of {n}: ")),
+        "{marks:?} against {n} preemptions"
+    );
+    // The leak's preemption takes the worker off inside Remove.
+    assert!(
+        marks.iter().any(|m| m.contains("priority.run ->")),
+        "{marks:?}"
+    );
+    assert!(text.contains("replay: lbsim replay "), "{text}");
+}

@@ -76,7 +76,7 @@ pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
     };
     let (r, check) = model.run_report(variant, &mut sim, &replay_cfg);
     if !args.no_trace {
-        out.push_str(&r.trace.as_ref().expect("tracing was on").render());
+        out.push_str(&r.trace.as_ref().expect("tracing was on").render_marked());
         out.push('\n');
         out.push_str(&r.describe());
         for c in &check.unclosed {

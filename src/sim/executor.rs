@@ -26,7 +26,7 @@ use super::task::{
     Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
 };
-use super::trace::{Trace, TraceEvent};
+use super::trace::{Preemption, Trace, TraceEvent};
 
 pub(crate) type LocalFut = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -140,6 +140,8 @@ pub(crate) struct State {
     pub timer_preemptions: u64,
     record: Option<Vec<Step>>,
     pub trace: Option<Vec<TraceEvent>>,
+    /// With a trace: where each preemption happened in it.
+    trace_preemptions: Vec<Preemption>,
     hash: u64,
     pub data_rng: ChaCha8Rng,
     horizon: u64,
@@ -323,6 +325,21 @@ impl State {
     #[inline]
     pub fn tracing(&self) -> bool {
         self.trace.is_some()
+    }
+
+    /// With a trace, notes that `from` was preempted here, for `to` (a
+    /// task, or `None` for a timer fire), counting `cost` preemptions.
+    fn mark_preemption(&mut self, from: Option<TaskId>, to: Option<TaskId>, cost: u64) {
+        if let Some(tr) = &self.trace {
+            let before = tr.len();
+            self.trace_preemptions.push(Preemption {
+                before,
+                time: self.now,
+                from,
+                to,
+                cost,
+            });
+        }
     }
 
     pub fn trace_event(&mut self, op: Op, obj: ObjId, note: Option<Rc<str>>) {
@@ -564,6 +581,9 @@ impl Kernel {
                         + u64::from(early.is_some_and(|d| d > st.now));
                     st.preemptions += cost;
                     st.timer_preemptions += cost;
+                    if cost > 0 {
+                        st.mark_preemption(cur, None, cost);
+                    }
                     fired = true;
                     let spawned = st.fire_next_timer();
                     self.install(spawned);
@@ -572,6 +592,7 @@ impl Kernel {
                 Choice::Task(t) => {
                     if cur.is_some() && !fired {
                         st.preemptions += 1;
+                        st.mark_preemption(cur, Some(t), 1);
                     }
                     return Next::Switch(t);
                 }
@@ -821,6 +842,7 @@ impl Sim {
             timer_preemptions: 0,
             record: cfg.record.then(Vec::new),
             trace: cfg.trace.then(Vec::new),
+            trace_preemptions: Vec::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             data_rng: rng::rng(cfg.seed, rng::STREAM_DATA),
             horizon: u64::MAX,
@@ -905,6 +927,7 @@ impl Sim {
                     .map(|t| (t.name.clone(), t.creator))
                     .collect(),
                 objects: st.objects.clone(),
+                preemptions: std::mem::take(&mut st.trace_preemptions),
             });
             RunReport {
                 seed: cfg.seed,
@@ -980,6 +1003,7 @@ mod tests {
             timer_preemptions: 0,
             record: None,
             trace: None,
+            trace_preemptions: Vec::new(),
             hash: 0,
             data_rng: rng::rng(0, rng::STREAM_DATA),
             horizon: u64::MAX,

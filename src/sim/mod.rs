@@ -28,7 +28,7 @@ pub use sync::{
 };
 pub use task::{Access, ObjId, Op, TaskId, Use};
 pub use time::{MS, NS, SEC, Timer, US, after_func, now, sleep};
-pub use trace::{Trace, TraceEvent};
+pub use trace::{Preemption, Trace, TraceEvent};
 
 use rand::Rng as _;
 use task::NO_OBJ;

@@ -24,6 +24,24 @@ pub struct Trace {
     pub tasks: Vec<(Rc<str>, Option<TaskId>)>,
     /// Per object id: kind and name.
     pub objects: Vec<(ObjKind, Rc<str>)>,
+    /// Where the run was preempted, in event order.
+    pub preemptions: Vec<Preemption>,
+}
+
+/// A preemption of a run: the strategy switched away from a task that could
+/// go on (or fired a timer while it could, or before its deadline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preemption {
+    /// Index of the first event after it.
+    pub before: usize,
+    pub time: u64,
+    /// The task that could have gone on.
+    pub from: Option<TaskId>,
+    /// The task chosen instead; `None` for a timer fire.
+    pub to: Option<TaskId>,
+    /// How many preemptions it counts: 2 for a timer fired before its
+    /// deadline while a task could go on.
+    pub cost: u64,
 }
 
 /// `12.345678ms`-style fixed-width rendering of virtual nanoseconds.
@@ -73,6 +91,49 @@ impl Trace {
                 let _ = write!(out, "  {n}");
             }
             out.push('\n');
+        }
+        out
+    }
+
+    /// [`Trace::render`] with a marked line before the events that follow
+    /// each preemption: `>>> preemption k of n: A -> B` (B is a task or a
+    /// timer fire).
+    pub fn render_marked(&self) -> String {
+        let plain = self.render();
+        let n: u64 = self.preemptions.iter().map(|p| p.cost).sum();
+        let name = |t: Option<TaskId>| match t {
+            Some(t) => format!("#{} {}", t, self.task_name(t)),
+            None => "-".to_string(),
+        };
+        let mut done = 0;
+        let mut mark = |p: &Preemption| {
+            let to = match p.to {
+                Some(_) => name(p.to),
+                None => "a timer fire".to_string(),
+            };
+            let k = if p.cost > 1 {
+                format!("s {}-{}", done + 1, done + p.cost)
+            } else {
+                format!(" {}", done + 1)
+            };
+            done += p.cost;
+            format!(
+                "{:>16}  >>> preemption{k} of {n}: {} -> {to}\n",
+                fmt_time(p.time),
+                name(p.from)
+            )
+        };
+        let mut out = String::new();
+        let mut marks = self.preemptions.iter().peekable();
+        for (i, line) in plain.lines().enumerate() {
+            while let Some(p) = marks.next_if(|p| p.before <= i) {
+                out.push_str(&mark(p));
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        for p in marks {
+            out.push_str(&mark(p));
         }
         out
     }
