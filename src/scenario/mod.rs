@@ -327,6 +327,12 @@ impl Scenario {
         };
         let dist = |v: &str| Dist::parse(v).map_err(bad);
         let dur = |v: &str| parse_duration(v).map_err(bad);
+        let probability = |v: &str| -> Result<f64, ScenarioError> {
+            match v.trim().parse::<f64>() {
+                Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+                _ => Err(bad("must be a probability between 0 and 1".into())),
+            }
+        };
         let count = |v: &str, min: u64| -> Result<u64, ScenarioError> {
             match v.trim().parse::<u64>() {
                 Ok(n) if n >= min => Ok(n),
@@ -361,18 +367,8 @@ impl Scenario {
             "runtime.pause" => self.runtime.pause = dist(value)?,
             "runtime.handoff" => self.runtime.handoff = Some(dist(value)?),
             "runtime.steal" => self.runtime.steal = Some(dist(value)?),
-            "runtime.steal_prob" => {
-                self.runtime.steal_prob = match value.trim().parse::<f64>() {
-                    Ok(p) if (0.0..=1.0).contains(&p) => p,
-                    _ => return Err(bad("must be a probability between 0 and 1".into())),
-                }
-            }
-            "runtime.pause_prob" => {
-                self.runtime.pause_prob = match value.trim().parse::<f64>() {
-                    Ok(p) if (0.0..=1.0).contains(&p) => p,
-                    _ => return Err(bad("must be a probability between 0 and 1".into())),
-                }
-            }
+            "runtime.steal_prob" => self.runtime.steal_prob = probability(value)?,
+            "runtime.pause_prob" => self.runtime.pause_prob = probability(value)?,
             "run.runs" => self.run.runs = count(value, 1)?,
             "run.seed" => self.run.seed = count(value, 0)?,
             _ => {
@@ -462,6 +458,30 @@ impl Cx<'_> {
 
     fn opt_dist(&self, t: &Option<Text>, what: &str, default: Dist) -> Result<Dist, ScenarioError> {
         t.as_ref().map_or(Ok(default), |t| self.dist(t, what))
+    }
+
+    /// A distribution that may be left out (it then switches a model off).
+    fn maybe_dist(&self, t: &Option<Text>, what: &str) -> Result<Option<Dist>, ScenarioError> {
+        t.as_ref().map(|t| self.dist(t, what)).transpose()
+    }
+
+    /// A probability, `default` if left out; `example` goes in the help.
+    fn probability(
+        &self,
+        p: &Option<Spanned<f64>>,
+        what: &str,
+        default: f64,
+        example: &str,
+    ) -> Result<f64, ScenarioError> {
+        match p {
+            None => Ok(default),
+            Some(p) if (0.0..=1.0).contains(p.get_ref()) => Ok(*p.get_ref()),
+            Some(p) => Err(self.err(
+                p.span(),
+                format!("{what} = {} is not a probability", p.get_ref()),
+                format!("write a number between 0 and 1, e.g. {example}"),
+            )),
+        }
     }
 
     fn backend(&self, names: &[String], t: &Text) -> Result<usize, ScenarioError> {
@@ -570,44 +590,17 @@ impl Cx<'_> {
                 }
             },
         };
-        let pause_prob = match &rt.pause_prob {
-            None => defaults.pause_prob,
-            Some(p) if (0.0..=1.0).contains(p.get_ref()) => *p.get_ref(),
-            Some(p) => {
-                return Err(self.err(
-                    p.span(),
-                    format!("pause_prob = {} is not a probability", p.get_ref()),
-                    "write a number between 0 and 1, e.g. 0.001",
-                ));
-            }
-        };
+        let pause_prob =
+            self.probability(&rt.pause_prob, "pause_prob", defaults.pause_prob, "0.001")?;
         let runtime = RuntimeModel {
             gomaxprocs,
             step_cost: self.opt_dist(&rt.step_cost, "step_cost", defaults.step_cost)?,
             wake_latency: self.opt_dist(&rt.wake_latency, "wake_latency", defaults.wake_latency)?,
             pause_prob,
             pause: self.opt_dist(&rt.pause, "pause", defaults.pause)?,
-            handoff: rt
-                .handoff
-                .as_ref()
-                .map(|t| self.dist(t, "handoff"))
-                .transpose()?,
-            steal: rt
-                .steal
-                .as_ref()
-                .map(|t| self.dist(t, "steal"))
-                .transpose()?,
-            steal_prob: match &rt.steal_prob {
-                None => 1.0,
-                Some(p) if (0.0..=1.0).contains(p.get_ref()) => *p.get_ref(),
-                Some(p) => {
-                    return Err(self.err(
-                        p.span(),
-                        format!("steal_prob = {} is not a probability", p.get_ref()),
-                        "write a number between 0 and 1, e.g. 0.7",
-                    ));
-                }
-            },
+            handoff: self.maybe_dist(&rt.handoff, "handoff")?,
+            steal: self.maybe_dist(&rt.steal, "steal")?,
+            steal_prob: self.probability(&rt.steal_prob, "steal_prob", 1.0, "0.7")?,
         };
         if let (Some(t), None) = (&rt.handoff, &rt.steal) {
             return Err(self.err(
