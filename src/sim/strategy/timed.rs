@@ -94,14 +94,14 @@ struct RunNext {
     parked_in: Vec<Option<TaskId>>,
 }
 
-impl RunNext {
-    fn at<T: Copy + Default>(v: &mut Vec<T>, t: TaskId) -> &mut T {
-        let i = t.index();
-        if i >= v.len() {
-            v.resize(i + 1, T::default());
-        }
-        &mut v[i]
+/// The entry of task `t` in a per-task table, grown with defaults as tasks
+/// appear.
+fn at<T: Copy + Default>(v: &mut Vec<T>, t: TaskId) -> &mut T {
+    let i = t.index();
+    if i >= v.len() {
+        v.resize(i + 1, T::default());
     }
+    &mut v[i]
 }
 
 pub struct Timed {
@@ -138,14 +138,6 @@ impl Timed {
             ready_at: Vec::new(),
             procs: vec![0; p],
         }
-    }
-
-    fn ready(&mut self, t: TaskId) -> &mut u64 {
-        let i = t.index();
-        if i >= self.ready_at.len() {
-            self.ready_at.resize(i + 1, 0);
-        }
-        &mut self.ready_at[i]
     }
 }
 
@@ -214,12 +206,12 @@ impl Strategy for Timed {
         if self.model.pause_prob > 0.0 && rng::unit(&mut self.rng) < self.model.pause_prob {
             ready += self.model.pause.sample(&mut self.rng);
         }
-        *self.ready(task) = ready;
+        *at(&mut self.ready_at, task) = ready;
         if let Some(rn) = &mut self.runnext {
             rn.running = Some(task);
             rn.running_end = end;
             // Stolen (or handed off): no longer parked.
-            if let Some(w) = RunNext::at(&mut rn.parked_in, task).take()
+            if let Some(w) = at(&mut rn.parked_in, task).take()
                 && rn.slot[w.index()] == Some(task)
             {
                 rn.slot[w.index()] = None;
@@ -252,15 +244,12 @@ impl Strategy for Timed {
             } else {
                 TIME_SLICE
             };
-            let i = task.index();
-            if i >= self.ready_at.len() {
-                self.ready_at.resize(i + 1, 0);
-            }
-            let base = self.ready_at[i];
-            *RunNext::at(&mut rn.base, task) = base;
-            *RunNext::at(&mut rn.parked_in, task) = Some(waker);
-            self.ready_at[i] = base.max(now + wait);
-            if let Some(old) = RunNext::at(&mut rn.slot, waker).replace(task) {
+            let ready = at(&mut self.ready_at, task);
+            let base = *ready;
+            *ready = base.max(now + wait);
+            *at(&mut rn.base, task) = base;
+            *at(&mut rn.parked_in, task) = Some(waker);
+            if let Some(old) = at(&mut rn.slot, waker).replace(task) {
                 rn.parked_in[old.index()] = None;
                 // The previous occupant is kicked to the run queue.
                 let lat = self.wake_latency.sample(&mut self.rng);
@@ -270,7 +259,7 @@ impl Strategy for Timed {
             return;
         }
         let lat = self.wake_latency.sample(&mut self.rng);
-        let r = self.ready(task);
+        let r = at(&mut self.ready_at, task);
         *r = (*r).max(now + lat);
     }
 
@@ -278,7 +267,7 @@ impl Strategy for Timed {
         let Some(rn) = &mut self.runnext else {
             return;
         };
-        let Some(parked) = RunNext::at(&mut rn.slot, task).take() else {
+        let Some(parked) = at(&mut rn.slot, task).take() else {
             return;
         };
         // The waker's processor turns to its runnext.
