@@ -49,24 +49,20 @@ impl ProbeWorld {
 
     /// Waits until the probe of child `name` has its config, as the harness
     /// waits on its `built` channel (other names are skipped).
-    pub async fn wait_built(&self, name: &str) -> Option<Rc<Probe>> {
-        loop {
-            let got = self.built.get().await?;
-            if got == name {
-                return self.probe(name);
-            }
-        }
+    pub async fn wait_built(&self, name: &str) -> Option<()> {
+        wait_for(&self.built, name).await
     }
 
     /// Waits until child `name`'s READY picker reached the parent.
     pub async fn wait_picker(&self, name: &str) -> Option<()> {
-        loop {
-            let got = self.ready.get().await?;
-            if got == name {
-                return Some(());
-            }
-        }
+        wait_for(&self.ready, name).await
     }
+}
+
+/// Takes names from `queue` until `name` comes; `None` if it closed first.
+async fn wait_for(queue: &Unbounded<String>, name: &str) -> Option<()> {
+    while queue.get().await? != name {}
+    Some(())
 }
 
 /// The probe's parsed config: the name of the child it serves.
@@ -117,7 +113,6 @@ impl Probe {
     pub async fn report(&self, state: ConnectivityState) {
         let picker = Rc::new(ProbePicker {
             child: self.name.borrow().clone(),
-            state,
         });
         self.cc
             .update_state(BalancerState {
@@ -165,7 +160,6 @@ impl Balancer for Probe {
 /// whose picker is in use.
 pub struct ProbePicker {
     pub child: String,
-    pub state: ConnectivityState,
 }
 
 impl Picker for ProbePicker {

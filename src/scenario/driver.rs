@@ -159,6 +159,25 @@ fn backend_config(b: &super::Backend) -> BackendConfig {
     }
 }
 
+/// What every policy of a run is built with: `registry` (holding any
+/// policies of the run's own) plus the built-in ones, and the scenario's
+/// balancer settings.
+fn build_options(
+    scenario: &Scenario,
+    variant: Variant,
+    lifecycle: Rc<Lifecycle>,
+    mut registry: Registry,
+) -> BuildOptions {
+    tree::register_builtin(&mut registry);
+    BuildOptions {
+        variant,
+        registry: Rc::new(registry),
+        sub_balancer_close_timeout: scenario.balancer.cache_timeout,
+        priority_init_timeout: scenario.balancer.init_timeout,
+        lifecycle,
+    }
+}
+
 /// The test goroutine: builds the world and runs the client script.
 async fn client(
     scenario: Scenario,
@@ -166,15 +185,7 @@ async fn client(
     lifecycle: Rc<Lifecycle>,
     errors: Rc<RefCell<Vec<String>>>,
 ) {
-    let mut registry = Registry::new();
-    tree::register_builtin(&mut registry);
-    let build = BuildOptions {
-        variant,
-        registry: Rc::new(registry),
-        sub_balancer_close_timeout: scenario.balancer.cache_timeout,
-        priority_init_timeout: scenario.balancer.init_timeout,
-        lifecycle,
-    };
+    let build = build_options(&scenario, variant, lifecycle, Registry::new());
 
     let network = Rc::new(Network::new());
     let mut backends: Vec<Rc<Backend>> = Vec::new();
@@ -327,15 +338,8 @@ async fn probe_client(
     let harness = scenario.probe.clone().expect("a probe scenario");
     let world = ProbeWorld::new();
     let mut registry = Registry::new();
-    tree::register_builtin(&mut registry);
     registry.register(Rc::new(ProbeBuilder::new(world.clone())));
-    let build = BuildOptions {
-        variant,
-        registry: Rc::new(registry),
-        sub_balancer_close_timeout: scenario.balancer.cache_timeout,
-        priority_init_timeout: scenario.balancer.init_timeout,
-        lifecycle,
-    };
+    let build = build_options(&scenario, variant, lifecycle, registry);
     let fail = |text: String| {
         sim::note(|| format!("harness: {text}"));
         errors.borrow_mut().push(text);
