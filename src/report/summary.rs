@@ -314,16 +314,8 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), ReportError> {
 }
 
 /// The columns a summary.csv cannot do without (the others may be empty).
-const SUMMARY_KEY_COLUMNS: &[&str] = &[
-    "scenario",
-    "variant",
-    "strategy",
-    "seed",
-    "runs_total",
-    "run_from",
-    "run_to",
-    "runs",
-];
+/// The first eight of [`SUMMARY_HEADER`], scenario to runs.
+const SUMMARY_KEY_COLUMNS: &[&str] = SUMMARY_HEADER.split_at(8).0;
 
 /// Reads a CSV file of `lbsim` with `columns` in its header (`what` names
 /// the kind of file in messages). A file without a header has no rows.
