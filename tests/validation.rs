@@ -261,6 +261,17 @@ fn compare_predicts_every_measured_point_and_writes_table_and_chart() {
     let toml = std::fs::read_to_string(out.join("runtime.toml")).unwrap();
     assert!(toml.contains("steal = "), "{toml}");
 
+    // An --out that is a file is refused before anything runs.
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let mut bad_out = args("1");
+    let n = bad_out.len();
+    bad_out[n - 1] = file.to_str().unwrap().into();
+    let o = lbsim().args(bad_out).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not a directory"), "{err}");
+
     // A point without its calibration is refused before anything runs.
     std::fs::remove_file(cal.join("gomaxprocs-1.json")).unwrap();
     let o = lbsim().args(args("1")).output().unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 
 use crate::experiment::stats::wilson95;
 use crate::experiment::{self, Experiment, RunOptions, Shard, StrategySpec};
@@ -22,7 +22,7 @@ use crate::scenario::Scenario;
 use crate::sim::strategy::StrategyKind;
 use crate::validation::{Calibration, RealRow, load_real, runtime_toml};
 
-use super::run::{STOP, install_ctrlc};
+use super::run::{STOP, check_outputs, install_ctrlc};
 
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
@@ -86,8 +86,11 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let real = load_real(&args.real)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
+    let mut outputs = vec!["comparison.csv", "comparison.md", "runtime.toml"];
+    if !args.no_plot {
+        outputs.extend(["validation.png", "validation.svg"]);
+    }
+    check_outputs("--out", &args.out, &args.out, &outputs)?;
 
     // Every calibration is read, and every scenario set up, before anything runs.
     let steps = experiment::model_for(&base).expected_steps() as f64;
