@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use super::oracle::{self, Outcome, RunReport};
 use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
-use super::strategy::{Choice, Pending, Point, Strategy};
+use super::strategy::{Choice, Pending, Point, Sched, Strategy};
 use super::task::{
     Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
@@ -134,7 +134,7 @@ pub(crate) struct State {
     timer_slots: Vec<Option<(ObjId, TimerAction)>>,
     timer_seq: u64,
     pub objects: Vec<(ObjKind, Rc<str>)>,
-    strategy: Box<dyn Strategy>,
+    strategy: Sched,
     pub steps: u64,
     pub preemptions: u64,
     pub timer_preemptions: u64,
@@ -526,7 +526,7 @@ impl Kernel {
                 return Next::Idle;
             }
             if let Some(f) = &mut st.footprint {
-                st.strategy.step_footprint(f);
+                st.strategy.get_mut().step_footprint(f);
                 f.clear();
                 let mut pending = std::mem::take(&mut st.pending);
                 pending.clear();
@@ -767,7 +767,7 @@ impl Kernel {
 
 /// Runs simulations with one strategy, one run after another.
 pub struct Sim {
-    strategy: Option<Box<dyn Strategy>>,
+    strategy: Option<Sched>,
     spare: Spare,
 }
 
@@ -787,21 +787,23 @@ impl Sim {
     pub fn new(strategy: Box<dyn Strategy>) -> Self {
         oracle::install_panic_hook();
         Sim {
-            strategy: Some(strategy),
+            strategy: Some(Sched::new(strategy)),
             spare: Spare::default(),
         }
     }
 
     pub fn strategy(&self) -> &dyn Strategy {
         self.strategy
-            .as_deref()
+            .as_ref()
             .expect("strategy present between runs")
+            .get()
     }
 
     pub fn strategy_mut(&mut self) -> &mut dyn Strategy {
         self.strategy
-            .as_deref_mut()
+            .as_mut()
             .expect("strategy present between runs")
+            .get_mut()
     }
 
     /// Runs `main` as the main task until it returns and the grace period is
@@ -811,7 +813,7 @@ impl Sim {
         F: Future<Output = ()> + 'static,
     {
         let mut strategy = self.strategy.take().expect("Sim::run is not reentrant");
-        strategy.new_execution(cfg.seed);
+        strategy.get_mut().new_execution(cfg.seed);
         let Spare {
             mut tasks,
             mut runnable,
@@ -824,7 +826,7 @@ impl Sim {
         runnable.reserve(32);
         futs.reserve(32);
         objects.push((ObjKind::None, Rc::from("-")));
-        let footprint = strategy.wants_footprints().then(Vec::new);
+        let footprint = strategy.get().wants_footprints().then(Vec::new);
         let st = State {
             now: 0,
             tasks,
@@ -894,7 +896,7 @@ impl Sim {
 
         let report = {
             let mut st = kernel.st.borrow_mut();
-            st.strategy.end_execution();
+            st.strategy.get_mut().end_execution();
             let outcome = if panic.is_some() {
                 Outcome::Panic
             } else if st.limit_hit {
@@ -997,7 +999,7 @@ mod tests {
             timer_slots: Vec::new(),
             timer_seq: 0,
             objects: Vec::new(),
-            strategy: Box::new(RandomStrategy::new()),
+            strategy: Sched::new(Box::new(RandomStrategy::new())),
             steps: 0,
             preemptions: 0,
             timer_preemptions: 0,

@@ -117,7 +117,7 @@ impl Decision {
 
 /// A scheduling strategy. One instance serves many runs in sequence; the
 /// kernel calls `new_execution` before each.
-pub trait Strategy {
+pub trait Strategy: std::any::Any {
     /// A new run starts with this seed.
     fn new_execution(&mut self, seed: u64);
 
@@ -189,6 +189,94 @@ pub trait Strategy {
 
     /// Short name for reports, e.g. `random` or `pct:3`.
     fn name(&self) -> String;
+}
+
+/// The strategy of a simulation, as the kernel holds it: the two bulk
+/// strategies by value, so that their calls at every decision and wake are
+/// direct and inlined, and any other behind a trait object. There is one per
+/// simulation, so the random strategy's inline generator costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Sched {
+    Random(RandomStrategy),
+    Timed(Box<Timed>),
+    Other(Box<dyn Strategy>),
+}
+
+impl Sched {
+    pub fn new(strategy: Box<dyn Strategy>) -> Self {
+        let any: &dyn std::any::Any = &*strategy;
+        if any.is::<RandomStrategy>() || any.is::<Timed>() {
+            let any: Box<dyn std::any::Any> = strategy;
+            match any.downcast::<RandomStrategy>() {
+                Ok(r) => Sched::Random(*r),
+                Err(any) => Sched::Timed(any.downcast::<Timed>().expect("checked above")),
+            }
+        } else {
+            Sched::Other(strategy)
+        }
+    }
+
+    /// The strategy for the calls that are not on the hot path.
+    pub fn get(&self) -> &dyn Strategy {
+        match self {
+            Sched::Random(s) => s,
+            Sched::Timed(s) => &**s,
+            Sched::Other(s) => &**s,
+        }
+    }
+
+    pub fn get_mut(&mut self) -> &mut dyn Strategy {
+        match self {
+            Sched::Random(s) => s,
+            Sched::Timed(s) => &mut **s,
+            Sched::Other(s) => &mut **s,
+        }
+    }
+
+    #[inline(always)]
+    pub fn next_task(&mut self, point: &Point<'_>) -> Decision {
+        match self {
+            Sched::Random(s) => s.next_task(point),
+            Sched::Timed(s) => s.next_task(point),
+            Sched::Other(s) => s.next_task(point),
+        }
+    }
+
+    #[inline]
+    pub fn choose(&mut self, n: usize) -> usize {
+        match self {
+            Sched::Random(s) => s.choose(n),
+            Sched::Timed(s) => s.choose(n),
+            Sched::Other(s) => s.choose(n),
+        }
+    }
+
+    #[inline]
+    pub fn on_wake(&mut self, task: TaskId, now: u64) {
+        match self {
+            Sched::Random(s) => s.on_wake(task, now),
+            Sched::Timed(s) => s.on_wake(task, now),
+            Sched::Other(s) => s.on_wake(task, now),
+        }
+    }
+
+    #[inline]
+    pub fn on_block(&mut self, task: TaskId, now: u64) {
+        match self {
+            Sched::Random(s) => s.on_block(task, now),
+            Sched::Timed(s) => s.on_block(task, now),
+            Sched::Other(s) => s.on_block(task, now),
+        }
+    }
+
+    #[inline]
+    pub fn timer_woke(&mut self, task: TaskId) {
+        match self {
+            Sched::Random(s) => s.timer_woke(task),
+            Sched::Timed(s) => s.timer_woke(task),
+            Sched::Other(s) => s.timer_woke(task),
+        }
+    }
 }
 
 /// Parsed form of a `--strategy` argument.
