@@ -260,9 +260,10 @@ const FRAC_BITS: u32 = 53 - TABLE_BITS;
 pub(crate) struct Sampler {
     dist: Dist,
     /// Quantiles at `i / TABLE` in fixed point (`shift` fractional bits), so
-    /// that interpolation is integer arithmetic; empty when `dist` is not
-    /// tabulated.
-    table: Box<[u64]>,
+    /// that interpolation is integer arithmetic; `None` when `dist` is not
+    /// tabulated. A fixed-size array: the index of a draw needs no bounds
+    /// check.
+    table: Option<Box<[u64; TABLE + 1]>>,
     shift: u32,
 }
 
@@ -271,7 +272,7 @@ impl Sampler {
         let Dist::LogNormal { median, sigma } = *dist else {
             return Sampler {
                 dist: dist.clone(),
-                table: Box::default(),
+                table: None,
                 shift: 0,
             };
         };
@@ -281,25 +282,27 @@ impl Sampler {
         let top = q(TABLE - 1).max(1.0);
         let shift = (62 - (top.log2().ceil() as i64).clamp(0, 62)).min(16) as u32;
         let scale = (1u64 << shift) as f64;
-        let table = (0..=TABLE)
-            .map(|i| match i {
+        let mut table = Box::new([0; TABLE + 1]);
+        for (i, entry) in table.iter_mut().enumerate() {
+            *entry = match i {
                 0 => 0,
                 TABLE => u64::MAX,
                 _ => (q(i) * scale) as u64,
-            })
-            .collect();
+            };
+        }
         Sampler {
             dist: dist.clone(),
-            table,
+            table: Some(table),
             shift,
         }
     }
 
     #[inline]
     pub fn sample(&self, r: &mut impl Rng) -> u64 {
-        let Dist::LogNormal { median, sigma } = self.dist else {
+        let (Some(table), Dist::LogNormal { median, sigma }) = (&self.table, &self.dist) else {
             return self.dist.sample(r);
         };
+        let (median, sigma) = (*median, *sigma);
         let bits = r.next_u64() >> 11;
         let i = (bits >> FRAC_BITS) as usize;
         if i == 0 || i == TABLE - 1 {
@@ -308,7 +311,7 @@ impl Sampler {
             return lognormal_quantile(median, sigma, u) as u64;
         }
         let frac = u128::from(bits & ((1 << FRAC_BITS) - 1));
-        let (a, b) = (self.table[i], self.table[i + 1]);
+        let (a, b) = (table[i], table[i + 1]);
         let step = (u128::from(b - a) * frac) >> FRAC_BITS;
         (a + step as u64) >> self.shift
     }
@@ -535,11 +538,12 @@ mod tests {
     fn table_interpolation_stays_close_to_the_quantile_function() {
         let (median, sigma) = (150, 0.6);
         let s = Sampler::new(&Dist::LogNormal { median, sigma });
+        let table = s.table.as_ref().expect("a lognormal is tabulated");
         for k in 1..TABLE - 1 {
             for f in [0.25, 0.5, 0.75] {
                 let p = (k as f64 + f) / TABLE as f64;
                 let scale = (1u64 << s.shift) as f64;
-                let (a, b) = (s.table[k] as f64 / scale, s.table[k + 1] as f64 / scale);
+                let (a, b) = (table[k] as f64 / scale, table[k + 1] as f64 / scale);
                 let lerp = a + (b - a) * f;
                 let exact = lognormal_quantile(median, sigma, p);
                 assert!(

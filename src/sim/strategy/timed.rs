@@ -155,13 +155,13 @@ impl Strategy for Timed {
     }
 
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
-        let (proc_idx, proc_free) = self
-            .procs
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by_key(|&(i, t)| (t, i))
-            .expect("at least one processor");
+        // The processor free first (the lowest index among equals).
+        let (mut proc_idx, mut proc_free) = (0, self.procs[0]);
+        for (i, &free) in self.procs.iter().enumerate().skip(1) {
+            if free < proc_free {
+                (proc_idx, proc_free) = (i, free);
+            }
+        }
         // Every step starts at the earliest when a processor is free and not
         // in the past; the one that can start first runs. Ties go to the
         // running task (no switch), then to the lowest id.
@@ -171,19 +171,23 @@ impl Strategy for Timed {
         {
             self.ready_at.resize(last.index() + 1, 0);
         }
+        // The first task (lowest id) whose start is least: one that is
+        // ready by `floor` starts at `floor`, which nothing beats, so the
+        // scan stops at the first such task.
+        let ready_at = &self.ready_at;
         let mut best = (u64::MAX, point.runnable[0]);
-        let mut current_start = None;
         for &t in point.runnable {
-            let start = self.ready_at[t.index()].max(floor);
-            if start < best.0 {
-                best = (start, t);
+            let ready = ready_at[t.index()];
+            if ready <= floor {
+                best = (floor, t);
+                break;
             }
-            if Some(t) == point.current {
-                current_start = Some(start);
+            if ready < best.0 {
+                best = (ready, t);
             }
         }
         if let Some(c) = point.current
-            && current_start == Some(best.0)
+            && ready_at[c.index()].max(floor) == best.0
         {
             best.1 = c;
         }
