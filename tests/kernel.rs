@@ -508,3 +508,47 @@ fn exhaustive_preemption_bound_limits_the_search() {
     assert!(hit1, "bound 1 finds it");
     assert!(runs1 > runs0);
 }
+
+/// A strategy that panics at its first decision: the panic is outside any
+/// task, so it leaves `Sim::run` by unwinding.
+struct Broken;
+
+impl Strategy for Broken {
+    fn new_execution(&mut self, _seed: u64) {}
+    fn next_task(
+        &mut self,
+        _point: &lbsim::sim::strategy::Point<'_>,
+    ) -> lbsim::sim::strategy::Decision {
+        panic!("broken strategy");
+    }
+    fn choose(&mut self, _n: usize) -> usize {
+        0
+    }
+    fn name(&self) -> String {
+        "broken".into()
+    }
+}
+
+#[test]
+fn a_run_that_unwinds_leaves_the_thread_ready_for_the_next_run() {
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Sim::new(Box::new(Broken)).run(&RunConfig::new(1), async {
+            sim::yield_now().await;
+        })
+    }));
+    assert!(unwound.is_err(), "the strategy's panic leaves the run");
+    // Outside a run, a primitive says so.
+    let outside = std::panic::catch_unwind(|| Event::new("stray"));
+    let message = outside.err().expect("a primitive outside a run panics");
+    assert_eq!(
+        message.downcast_ref::<&str>().copied(),
+        Some("an lbsim primitive was used outside a simulation run")
+    );
+    // The next run on this thread works.
+    let (result, violations) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let (r, v) = (result.clone(), violations.clone());
+    let report =
+        Sim::new(Box::new(RandomStrategy::new())).run(&RunConfig::new(7), contended_counter(r, v));
+    assert_eq!(report.outcome, Outcome::Ok);
+    assert_eq!((result.get(), violations.get()), (20, 0));
+}

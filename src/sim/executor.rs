@@ -7,7 +7,7 @@
 //! switch, no re-poll), otherwise it records the chosen task and returns
 //! `Pending`, and the run loop polls the chosen one.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::cmp::Reverse;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -31,7 +31,11 @@ use super::trace::{Preemption, Trace, TraceEvent};
 pub(crate) type LocalFut = Pin<Box<dyn Future<Output = ()>>>;
 
 thread_local! {
-    static KERNEL: RefCell<Option<Rc<Kernel>>> = const { RefCell::new(None) };
+    /// This thread's kernel: made once per thread and kept for every later
+    /// run (a run's state comes and goes inside it). A plain reference needs
+    /// no destructor, so reading it is one load, with no check of the
+    /// slot's lifetime on every primitive.
+    static KERNEL: Cell<Option<&'static Kernel>> = const { Cell::new(None) };
     /// The run on this thread records step footprints: lets the primitives'
     /// non-blocking reads skip the kernel entirely in bulk runs.
     static FOOTPRINTS: Cell<bool> = const { Cell::new(false) };
@@ -48,19 +52,33 @@ pub(crate) fn footprints_on() -> bool {
 /// Panics if no run is active: every primitive belongs to a run.
 #[inline]
 pub(crate) fn with<R>(f: impl FnOnce(&Kernel) -> R) -> R {
-    KERNEL.with(|k| {
-        let k = k.borrow();
-        f(k.as_ref()
-            .expect("an lbsim primitive was used outside a simulation run"))
-    })
+    match KERNEL.get() {
+        Some(k) if k.active.get() => f(k),
+        _ => panic!("an lbsim primitive was used outside a simulation run"),
+    }
 }
 
 /// Like [`with`], but returns `None` outside a run (for `Drop` impls).
 pub(crate) fn try_with<R>(f: impl FnOnce(&Kernel) -> R) -> Option<R> {
     KERNEL
-        .try_with(|k| k.try_borrow().ok().and_then(|k| k.as_ref().map(|k| f(k))))
+        .try_with(Cell::get)
         .ok()
         .flatten()
+        .filter(|k| k.active.get())
+        .map(f)
+}
+
+/// This thread's kernel, made on first use.
+fn thread_kernel() -> &'static Kernel {
+    KERNEL.get().unwrap_or_else(|| {
+        let k: &'static Kernel = Box::leak(Box::new(Kernel {
+            st: RefCell::new(None),
+            futs: RefCell::new(Vec::new()),
+            active: Cell::new(false),
+        }));
+        KERNEL.set(Some(k));
+        k
+    })
 }
 
 /// Limits and switches of one run.
@@ -162,8 +180,11 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Kernel {
-    pub st: RefCell<State>,
+    /// The state of the run on this thread (`None` between runs).
+    st: RefCell<Option<State>>,
     futs: RefCell<Vec<Option<LocalFut>>>,
+    /// A run is going on: its primitives may use the kernel.
+    active: Cell<bool>,
 }
 
 impl State {
@@ -509,6 +530,29 @@ pub(crate) enum Preempted {
 }
 
 impl Kernel {
+    /// The state of the current run.
+    #[inline(always)]
+    pub fn state(&self) -> RefMut<'_, State> {
+        RefMut::map(self.st.borrow_mut(), |s| {
+            s.as_mut().expect("a simulation run is going on")
+        })
+    }
+
+    /// The state of the current run, to read.
+    #[inline(always)]
+    pub fn state_ref(&self) -> Ref<'_, State> {
+        Ref::map(self.st.borrow(), |s| {
+            s.as_ref().expect("a simulation run is going on")
+        })
+    }
+
+    /// The state of the current run, unless it is in use.
+    #[inline]
+    pub fn try_state(&self) -> Option<RefMut<'_, State>> {
+        let st = self.st.try_borrow_mut().ok()?;
+        RefMut::filter_map(st, Option::as_mut).ok()
+    }
+
     /// Asks the strategy who runs next. `cur` is the task at a preemption
     /// point that could continue, or `None` if the running task blocked.
     #[inline(always)]
@@ -613,7 +657,7 @@ impl Kernel {
     /// `traced` and the run records a trace). Otherwise the task must return
     /// `Pending` (another task was chosen, or the run is being stopped).
     pub fn preempt(&self, op: Op, obj: ObjId, access: Option<Access>, traced: bool) -> Preempted {
-        let mut st = self.st.borrow_mut();
+        let mut st = self.state();
         let cur = st.current;
         if st.footprint.is_some()
             && let Some(t) = cur
@@ -665,7 +709,7 @@ impl Kernel {
     ) -> Option<oracle::PanicReport> {
         loop {
             let task = {
-                let mut st = self.st.borrow_mut();
+                let mut st = self.state();
                 let task = match st.next.take() {
                     Some(t) => t,
                     None => match self.decide(&mut st, None) {
@@ -689,7 +733,7 @@ impl Kernel {
             match polled {
                 Poll::Ready(()) => {
                     drop(fut);
-                    let mut st = self.st.borrow_mut();
+                    let mut st = self.state();
                     st.trace_event(Op::Exit, NO_OBJ, None);
                     st.tasks[task.index()].state = TaskState::Done;
                     st.remove_runnable(task);
@@ -706,7 +750,7 @@ impl Kernel {
                 }
                 Poll::Pending => {
                     self.futs.borrow_mut()[task.index()] = Some(fut);
-                    let mut st = self.st.borrow_mut();
+                    let mut st = self.state();
                     if st.limit_hit {
                         return None;
                     }
@@ -729,7 +773,7 @@ impl Kernel {
 
     pub fn spawn(&self, name: Rc<str>, fut: LocalFut) -> TaskId {
         let id = {
-            let mut st = self.st.borrow_mut();
+            let mut st = self.state();
             let creator = st.current;
             let id = st.spawn_task(name, creator);
             let (time, note) = (st.now, None);
@@ -754,7 +798,7 @@ impl Kernel {
         if n <= 1 {
             return 0;
         }
-        let mut st = self.st.borrow_mut();
+        let mut st = self.state();
         let k = st.strategy.choose(n);
         debug_assert!(k < n);
         st.note_decision(Step {
@@ -762,6 +806,24 @@ impl Kernel {
             dt: 0,
         });
         k
+    }
+}
+
+/// Leaves the thread's kernel idle if a run unwinds out of [`Sim::run`] (a
+/// panic outside any task), so that the next run on the thread starts clean.
+struct Detach(&'static Kernel);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if self.0.active.replace(false) {
+            FOOTPRINTS.with(|f| f.set(false));
+            if let Ok(mut futs) = self.0.futs.try_borrow_mut() {
+                futs.clear();
+            }
+            if let Ok(mut st) = self.0.st.try_borrow_mut() {
+                *st = None;
+            }
+        }
     }
 }
 
@@ -857,12 +919,16 @@ impl Sim {
             unready: Vec::new(),
             pending: Vec::new(),
         };
-        let kernel = Rc::new(Kernel {
-            st: RefCell::new(st),
-            futs: RefCell::new(futs),
-        });
-        KERNEL.with(|k| *k.borrow_mut() = Some(kernel.clone()));
-        FOOTPRINTS.with(|f| f.set(kernel.st.borrow().footprint.is_some()));
+        let kernel = thread_kernel();
+        assert!(
+            !kernel.active.get(),
+            "a simulation run is already going on on this thread"
+        );
+        FOOTPRINTS.with(|f| f.set(st.footprint.is_some()));
+        *kernel.st.borrow_mut() = Some(st);
+        *kernel.futs.borrow_mut() = futs;
+        kernel.active.set(true);
+        let _detach = Detach(kernel);
         let _in_sim = oracle::InSim::enter();
 
         let main_id = kernel.spawn(Rc::from("main"), Box::pin(main));
@@ -883,7 +949,7 @@ impl Sim {
                 let Some((task, fut)) = polling.take() else {
                     std::panic::resume_unwind(payload)
                 };
-                let st = kernel.st.borrow();
+                let st = kernel.state_ref();
                 let panic = oracle::PanicReport {
                     task: st.tasks[task.index()].name.to_string(),
                     message: oracle::panic_message(&payload),
@@ -895,7 +961,7 @@ impl Sim {
         };
 
         let report = {
-            let mut st = kernel.st.borrow_mut();
+            let mut st = kernel.state();
             st.strategy.get_mut().end_execution();
             let outcome = if panic.is_some() {
                 Outcome::Panic
@@ -956,14 +1022,15 @@ impl Sim {
         // destructors may release primitives), then detach it.
         let mut futs = std::mem::take(&mut *kernel.futs.borrow_mut());
         futs.clear();
-        let mut timer_slots = std::mem::take(&mut kernel.st.borrow_mut().timer_slots);
+        let mut timer_slots = std::mem::take(&mut kernel.state().timer_slots);
         timer_slots.clear();
-        KERNEL.with(|k| *k.borrow_mut() = None);
+        kernel.active.set(false);
         FOOTPRINTS.with(|f| f.set(false));
-        let kernel = Rc::try_unwrap(kernel)
-            .ok()
-            .expect("the kernel is not shared after the run");
-        let mut st = kernel.st.into_inner();
+        let mut st = kernel
+            .st
+            .borrow_mut()
+            .take()
+            .expect("the run's state is in the kernel");
         st.tasks.clear();
         st.runnable.clear();
         st.objects.clear();

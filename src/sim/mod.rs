@@ -64,7 +64,7 @@ pub fn current_task() -> TaskId {
 /// Adds a free-text line to the trace, if tracing; `text` is only evaluated then.
 pub fn note(text: impl FnOnce() -> String) {
     executor::with(|k| {
-        let mut st = k.st.borrow_mut();
+        let mut st = k.state();
         if st.tracing() {
             let t: Rc<str> = Rc::from(text());
             st.trace_event(Op::Note, NO_OBJ, Some(t));
@@ -82,7 +82,7 @@ pub fn choose(n: usize) -> usize {
 /// seed, independent of the schedule.
 pub fn random_u64() -> u64 {
     executor::with(|k| {
-        let mut st = k.st.borrow_mut();
+        let mut st = k.state();
         st.touch(task::DATA_STREAM);
         st.data_rng.next_u64()
     })
@@ -91,7 +91,7 @@ pub fn random_u64() -> u64 {
 /// Uniform float in [0, 1) from the run's data stream.
 pub fn random_unit() -> f64 {
     executor::with(|k| {
-        let mut st = k.st.borrow_mut();
+        let mut st = k.state();
         st.touch(task::DATA_STREAM);
         rng::unit(&mut st.data_rng)
     })

@@ -66,7 +66,7 @@ impl Future for Preempt {
             // Resumed: the task that chose this one already took the decision.
             if self.trace_on_resume || self.touch_on_resume {
                 with(|k| {
-                    let mut st = k.st.borrow_mut();
+                    let mut st = k.state();
                     if self.trace_on_resume {
                         st.trace_event(self.op, self.obj, None);
                     }
@@ -122,7 +122,7 @@ impl Future for Block<'_> {
             Some(b) => {
                 let waiters = self.waiters;
                 with(|k| {
-                    let mut st = k.st.borrow_mut();
+                    let mut st = k.state();
                     if let Some(w) = waiters {
                         w.add(st.current.expect("called outside a task"));
                     }
@@ -144,7 +144,7 @@ fn set_unready(obj: ObjId, unready: bool) {
         return;
     }
     try_with(|k| {
-        if let Ok(mut st) = k.st.try_borrow_mut() {
+        if let Some(mut st) = k.try_state() {
             st.set_unready(obj, unready);
         }
     });
@@ -158,18 +158,18 @@ pub(crate) fn touch(obj: ObjId, access: Access) {
         return;
     }
     try_with(|k| {
-        if let Ok(mut st) = k.st.try_borrow_mut() {
+        if let Some(mut st) = k.try_state() {
             st.touch_as(obj, access);
         }
     });
 }
 
 pub(crate) fn current() -> TaskId {
-    with(|k| k.st.borrow().current.expect("called outside a task"))
+    with(|k| k.state_ref().current.expect("called outside a task"))
 }
 
 fn register(kind: ObjKind, name: &str) -> ObjId {
-    with(|k| k.st.borrow_mut().register(kind, Rc::from(name)))
+    with(|k| k.state().register(kind, Rc::from(name)))
 }
 
 /// A list of blocked tasks waiting for one object to change.
@@ -197,7 +197,7 @@ impl Waiters {
         // Waking touches only the kernel state, never a wait list, so the list
         // stays borrowed and keeps its buffer for the next waiters.
         let _ = try_with(|k| {
-            let mut st = k.st.borrow_mut();
+            let mut st = k.state();
             for &t in w.iter() {
                 st.wake(t);
             }
@@ -528,7 +528,7 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
     );
     if footprints_on() {
         with(|k| {
-            let mut st = k.st.borrow_mut();
+            let mut st = k.state();
             st.note_select(cases.iter().map(|c| c.obj()));
         });
     }

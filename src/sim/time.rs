@@ -16,7 +16,7 @@ pub const SEC: u64 = 1_000_000_000;
 /// Virtual time in nanoseconds since the start of the run.
 pub fn now() -> u64 {
     with(|k| {
-        let mut st = k.st.borrow_mut();
+        let mut st = k.state();
         st.touch_as(CLOCK, Access::Read);
         st.now
     })
@@ -27,7 +27,7 @@ pub async fn sleep(d: u64) {
     preempt(Op::Sleep, NO_OBJ).await;
     let me = current();
     with(|k| {
-        let mut st = k.st.borrow_mut();
+        let mut st = k.state();
         let deadline = st.now.saturating_add(d);
         st.add_timer(deadline, NO_OBJ, TimerAction::Wake(me));
     });
@@ -47,11 +47,11 @@ pub async fn after_func<F>(d: u64, name: &str, f: F) -> Timer
 where
     F: Future<Output = ()> + 'static,
 {
-    let obj = with(|k| k.st.borrow_mut().register(ObjKind::Timer, Rc::from(name)));
+    let obj = with(|k| k.state().register(ObjKind::Timer, Rc::from(name)));
     preempt(Op::TimerStart, obj).await;
     let fired = Rc::new(Cell::new(false));
     let slot = with(|k| {
-        let mut st = k.st.borrow_mut();
+        let mut st = k.state();
         let deadline = st.now.saturating_add(d);
         let creator = st.current;
         st.add_timer(
@@ -73,7 +73,7 @@ impl Timer {
     /// already fired (its callback task was already launched) or was stopped.
     pub async fn stop(&self) -> bool {
         preempt(Op::TimerStop, self.obj).await;
-        with(|k| k.st.borrow_mut().stop_timer(self.slot))
+        with(|k| k.state().stop_timer(self.slot))
     }
 
     /// Whether the callback task has been launched.
