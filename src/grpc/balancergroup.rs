@@ -22,6 +22,7 @@ use super::cache::TimeoutCache;
 use super::connectivity::ConnectivityState;
 use super::gracefulswitch::GracefulSwitch;
 use super::variant::Variant;
+use crate::sim::Name;
 
 /// Receives the state of each child (`balancergroup.BalancerStateAggregator`).
 pub trait BalancerStateAggregator {
@@ -287,7 +288,10 @@ impl BalancerGroup {
                     cc,
                     id: id.to_string(),
                     group: self.self_ref.clone(),
-                    mu: Mutex::new(&format!("subBalancerWrapper.mu[{id}]")),
+                    mu: Mutex::new({
+                        let id = id.to_string();
+                        Name::lazy(move || format!("subBalancerWrapper.mu[{id}]"))
+                    }),
                     state: RefCell::new(None),
                     builder,
                     build_opts: self.build_opts.clone(),

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use crate::sim::{self, GoMap, Mutex, Timer};
 
 use super::balancer::BoxFut;
+use crate::sim::Name;
 
 /// What runs when an entry expires or is cleared with `run_callback`.
 pub type Callback = Box<dyn FnOnce() -> BoxFut<'static, ()>>;
@@ -72,7 +73,10 @@ where
         let (timer_entry, timer_key) = (entry.clone(), key.clone());
         let timer = sim::after_func(
             self.timeout,
-            &format!("timeoutCache.timer[{key}]"),
+            {
+                let key = key.clone();
+                Name::lazy(move || format!("timeoutCache.timer[{key}]"))
+            },
             async move {
                 let guard = c.mu.lock().await;
                 if timer_entry.deleted.get() {

@@ -26,6 +26,7 @@ use crate::grpc::balancer::{
 };
 use crate::grpc::connectivity::ConnectivityState;
 use crate::grpc::priority::ChildPolicy;
+use crate::sim::Name;
 use crate::sim::{self, Event, Mutex, OneshotSender, Unbounded, oneshot, select};
 
 /// Registered name of the policy.
@@ -179,7 +180,7 @@ impl OutlierDetection {
         });
         let runner = b.clone();
         sim::go(
-            &format!("outlier_detection.run[od{instance}]"),
+            Name::lazy(move || format!("outlier_detection.run[od{instance}]")),
             async move {
                 runner.run().await;
             },

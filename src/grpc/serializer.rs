@@ -8,6 +8,7 @@ use std::future::Future;
 use std::rc::Rc;
 
 use crate::grpc::balancer::BoxFut;
+use crate::sim::Name;
 use crate::sim::{self, Event, Unbounded, select};
 
 /// A cancellable context: fired means cancelled.
@@ -35,12 +36,17 @@ impl CallbackSerializer {
     /// `NewCallbackSerializer(ctx)`: starts the `run` task (`go cs.run(ctx)`),
     /// named `<name>.run`.
     pub async fn new(name: &str, ctx: Ctx) -> Rc<CallbackSerializer> {
+        let name: Rc<str> = Rc::from(name);
+        let named = |suffix: &'static str| {
+            let name = name.clone();
+            Name::lazy(move || format!("{name}.{suffix}"))
+        };
         let cs = Rc::new(CallbackSerializer {
-            done: Event::new(&format!("{name}.done")),
-            callbacks: Unbounded::new(&format!("{name}.callbacks")),
+            done: Event::new(named("done")),
+            callbacks: Unbounded::new(named("callbacks")),
         });
         let runner = cs.clone();
-        sim::go(&format!("{name}.run"), async move { runner.run(ctx).await }).await;
+        sim::go(named("run"), async move { runner.run(ctx).await }).await;
         cs
     }
 

@@ -29,6 +29,7 @@ use crate::grpc::clientconn::ChannelCore;
 use crate::grpc::connectivity::ConnectivityState;
 use crate::grpc::serializer::callback;
 use crate::net::Connection;
+use crate::sim::Name;
 use crate::sim::{self, Event, Mutex, after_func, select};
 
 /// `backoff.Config`.
@@ -145,8 +146,8 @@ impl AddrConn {
             id,
             addrs,
             cc,
-            ctx: Rc::new(Event::new(&format!("{id}.ctx"))),
-            mu: Mutex::new(&format!("{id}.mu")),
+            ctx: Rc::new(Event::new(Name::lazy(move || format!("{id}.ctx")))),
+            mu: Mutex::new(Name::lazy(move || format!("{id}.mu"))),
             st: RefCell::new(AcState {
                 state: ConnectivityState::Idle,
                 transport: None,
@@ -154,7 +155,7 @@ impl AddrConn {
                 backoff_idx: 0,
             }),
             state_listener: RefCell::new(state_listener),
-            health_mu: Mutex::new(&format!("{id}.healthMu")),
+            health_mu: Mutex::new(Name::lazy(move || format!("{id}.healthMu"))),
             health_gen: Cell::new(0),
             health_state: Cell::new(ConnectivityState::Idle),
             me: me.clone(),
@@ -212,7 +213,8 @@ impl AddrConn {
             g.unlock().await;
 
             // `time.NewTimer(backoffFor)` raced against the context.
-            let expired = Rc::new(Event::new(&format!("{}.backoff", self.id)));
+            let id = self.id;
+            let expired = Rc::new(Event::new(Name::lazy(move || format!("{id}.backoff"))));
             let e = expired.clone();
             let timer = after_func(backoff_for, "addrConn.backoff", async move {
                 e.fire().await;
@@ -270,7 +272,8 @@ impl AddrConn {
     ) -> Result<(), GrpcError> {
         // `hctx`: cancelled by onClose, so a connection lost before it was
         // stored is noticed below.
-        let hctx = Rc::new(Event::new(&format!("{}.hctx", self.id)));
+        let id = self.id;
+        let hctx = Rc::new(Event::new(Name::lazy(move || format!("{id}.hctx"))));
         let Some(backend) = cc.network.get(&addr.addr) else {
             return Err(GrpcError::new(format!(
                 "connection error: desc = \"transport: Error while dialing: dial tcp {}: connect: connection refused\"",
@@ -281,10 +284,13 @@ impl AddrConn {
 
         // The transport's reader goroutine, started inside NewHTTP2Client.
         let (me, c, h) = (self.clone(), conn.clone(), hctx.clone());
-        sim::go(&format!("transport.reader[{}]", self.id), async move {
-            c.closed().wait().await;
-            me.on_transport_close(&h).await;
-        })
+        sim::go(
+            Name::lazy(move || format!("transport.reader[{id}]")),
+            async move {
+                c.closed().wait().await;
+                me.on_transport_close(&h).await;
+            },
+        )
         .await;
 
         let g = self.mu.lock().await;
@@ -417,7 +423,12 @@ impl SubConn for AddrConn {
     fn connect(&self) -> BoxFut<'_, ()> {
         Box::pin(async move {
             let me = self.rc();
-            sim::go(&format!("addrConn.connect[{}]", self.id), me.connect_task()).await;
+            let id = self.id;
+            sim::go(
+                Name::lazy(move || format!("addrConn.connect[{id}]")),
+                me.connect_task(),
+            )
+            .await;
         })
     }
 

@@ -18,6 +18,7 @@ use std::rc::{Rc, Weak};
 use rand_chacha::ChaCha8Rng;
 
 use crate::grpc::GrpcError;
+use crate::sim::Name;
 use crate::sim::dist::Dist;
 use crate::sim::{self, Event, after_func, select};
 
@@ -157,7 +158,7 @@ impl Backend {
             conns: RefCell::new(BTreeMap::new()),
             next_conn: Cell::new(0),
             rng: RefCell::new(crate::sim::rng::rng(seed, 0)),
-            stopped: Event::new(&format!("backend[{name}].stopped")),
+            stopped: Event::new(format!("backend[{name}].stopped")),
             accepted: Cell::new(0),
             me: me.clone(),
         })
@@ -259,7 +260,10 @@ impl Backend {
             id,
             backend: self.me.clone(),
             backend_name: self.name.clone(),
-            closed: Event::new(&format!("conn[{}#{id}].closed", self.name)),
+            closed: Event::new({
+                let name = self.name.clone();
+                Name::lazy(move || format!("conn[{name}#{id}].closed"))
+            }),
         });
         self.conns.borrow_mut().insert(id, conn.clone());
         Ok(conn)
@@ -270,7 +274,7 @@ impl Backend {
     /// [`Backend::stop`] or when the timeline has no more transitions.
     pub async fn start_health(self: &Rc<Self>, timeline: HealthTimeline) {
         let me = self.clone();
-        sim::go(&format!("backend[{}].health", self.name), async move {
+        sim::go(format!("backend[{}].health", self.name), async move {
             me.run_health(timeline).await;
         })
         .await;

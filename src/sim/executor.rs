@@ -18,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use priority_queue::PriorityQueue;
 use rand_chacha::ChaCha8Rng;
 
+use super::name::Name;
 use super::oracle::{self, Outcome, RunReport};
 use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
@@ -120,7 +121,7 @@ impl RunConfig {
 pub(crate) enum TimerAction {
     Wake(TaskId),
     Spawn {
-        name: Rc<str>,
+        name: Name,
         creator: Option<TaskId>,
         fut: LocalFut,
         fired: Rc<Cell<bool>>,
@@ -151,7 +152,7 @@ pub(crate) struct State {
     timer_head: Option<u64>,
     timer_slots: Vec<Option<(ObjId, TimerAction)>>,
     timer_seq: u64,
-    pub objects: Vec<(ObjKind, Rc<str>)>,
+    pub objects: Vec<(ObjKind, Name)>,
     strategy: Sched,
     pub steps: u64,
     pub preemptions: u64,
@@ -245,7 +246,7 @@ impl State {
         self.strategy.on_block(t, now);
     }
 
-    pub fn register(&mut self, kind: ObjKind, name: Rc<str>) -> ObjId {
+    pub fn register(&mut self, kind: ObjKind, name: Name) -> ObjId {
         self.objects.push((kind, name));
         let id = ObjId(self.objects.len() as u32 - 1);
         // A new event, queue or oneshot has nothing to take yet.
@@ -376,7 +377,7 @@ impl State {
         }
     }
 
-    fn spawn_task(&mut self, name: Rc<str>, creator: Option<TaskId>) -> TaskId {
+    fn spawn_task(&mut self, name: Name, creator: Option<TaskId>) -> TaskId {
         let id = TaskId(self.tasks.len() as u32);
         self.tasks.push(TaskInfo {
             name,
@@ -759,7 +760,7 @@ impl Kernel {
                     if still_runnable && st.next.is_none() {
                         // The task awaited something that is not a kernel
                         // primitive; it would never be woken.
-                        let name = st.tasks[task.index()].name.clone();
+                        let name = st.tasks[task.index()].name.render();
                         return Some(oracle::PanicReport {
                             task: name.to_string(),
                             message: "task returned Pending outside an lbsim primitive".into(),
@@ -771,7 +772,7 @@ impl Kernel {
         }
     }
 
-    pub fn spawn(&self, name: Rc<str>, fut: LocalFut) -> TaskId {
+    pub fn spawn(&self, name: Name, fut: LocalFut) -> TaskId {
         let id = {
             let mut st = self.state();
             let creator = st.current;
@@ -840,7 +841,7 @@ struct Spare {
     tasks: Vec<TaskInfo>,
     runnable: Vec<TaskId>,
     futs: Vec<Option<LocalFut>>,
-    objects: Vec<(ObjKind, Rc<str>)>,
+    objects: Vec<(ObjKind, Name)>,
     timer_slots: Vec<Option<(ObjId, TimerAction)>>,
     timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
 }
@@ -887,7 +888,7 @@ impl Sim {
         tasks.reserve(32);
         runnable.reserve(32);
         futs.reserve(32);
-        objects.push((ObjKind::None, Rc::from("-")));
+        objects.push((ObjKind::None, Name::from("-")));
         let footprint = strategy.get().wants_footprints().then(Vec::new);
         let st = State {
             now: 0,
@@ -931,7 +932,7 @@ impl Sim {
         let _detach = Detach(kernel);
         let _in_sim = oracle::InSim::enter();
 
-        let main_id = kernel.spawn(Rc::from("main"), Box::pin(main));
+        let main_id = kernel.spawn(Name::from("main"), Box::pin(main));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         // The task being polled and its future live outside the unwind
@@ -992,9 +993,13 @@ impl Sim {
                 tasks: st
                     .tasks
                     .iter()
-                    .map(|t| (t.name.clone(), t.creator))
+                    .map(|t| (t.name.render(), t.creator))
                     .collect(),
-                objects: st.objects.clone(),
+                objects: st
+                    .objects
+                    .iter()
+                    .map(|(kind, name)| (*kind, name.render()))
+                    .collect(),
                 preemptions: std::mem::take(&mut st.trace_preemptions),
             });
             RunReport {

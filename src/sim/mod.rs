@@ -6,6 +6,7 @@
 
 pub mod dist;
 mod executor;
+mod name;
 pub mod oracle;
 pub mod rng;
 pub mod schedule;
@@ -19,6 +20,7 @@ use std::future::Future;
 use std::rc::Rc;
 
 pub use executor::{RunConfig, Sim};
+pub use name::Name;
 pub use oracle::{Outcome, PanicReport, RunReport, TaskReport};
 pub use schedule::{Schedule, Step, StepKind};
 pub use strategy::{Choice, Decision, Point, Strategy, StrategyKind};
@@ -34,7 +36,7 @@ use rand::Rng as _;
 use task::NO_OBJ;
 
 /// `go f()`: starts a task named `name`. The spawn is a preemption point.
-pub async fn go<F>(name: &str, f: F) -> TaskId
+pub async fn go<F>(name: impl Into<Name>, f: F) -> TaskId
 where
     F: Future<Output = ()> + 'static,
 {
@@ -44,11 +46,11 @@ where
 
 /// Starts a task without a preemption point: for setting up a model before
 /// its tasks run (a `go` statement inside model code is [`go`]).
-pub fn spawn<F>(name: &str, f: F) -> TaskId
+pub fn spawn<F>(name: impl Into<Name>, f: F) -> TaskId
 where
     F: Future<Output = ()> + 'static,
 {
-    executor::with(|k| k.spawn(Rc::from(name), Box::pin(f)))
+    executor::with(|k| k.spawn(name.into(), Box::pin(f)))
 }
 
 /// An explicit preemption point (`runtime.Gosched()`).

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::executor::{Preempted, footprints_on, try_with, with};
+use super::name::Name;
 use super::task::{Access, Blocker, ObjId, ObjKind, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
@@ -168,8 +169,8 @@ pub(crate) fn current() -> TaskId {
     with(|k| k.state_ref().current.expect("called outside a task"))
 }
 
-fn register(kind: ObjKind, name: &str) -> ObjId {
-    with(|k| k.state().register(kind, Rc::from(name)))
+fn register(kind: ObjKind, name: Name) -> ObjId {
+    with(|k| k.state().register(kind, name))
 }
 
 /// A list of blocked tasks waiting for one object to change.
@@ -216,9 +217,9 @@ pub struct Mutex {
 }
 
 impl Mutex {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: impl Into<Name>) -> Self {
         Mutex {
-            id: register(ObjKind::Mutex, name),
+            id: register(ObjKind::Mutex, name.into()),
             locked: Cell::new(false),
             waiters: Waiters::default(),
         }
@@ -302,9 +303,9 @@ pub struct Unbounded<T> {
 }
 
 impl<T> Unbounded<T> {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: impl Into<Name>) -> Self {
         Unbounded {
-            id: register(ObjKind::Unbounded, name),
+            id: register(ObjKind::Unbounded, name.into()),
             items: RefCell::new(VecDeque::new()),
             closing: Cell::new(false),
             waiters: Waiters::default(),
@@ -380,9 +381,9 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: impl Into<Name>) -> Self {
         Event {
-            id: register(ObjKind::Event, name),
+            id: register(ObjKind::Event, name.into()),
             fired: Cell::new(false),
             waiters: Waiters::default(),
         }
@@ -431,9 +432,9 @@ pub struct OneshotSender<T>(Rc<OneshotInner<T>>);
 pub struct OneshotReceiver<T>(Rc<OneshotInner<T>>);
 
 /// A channel that carries one value (a Go `done` channel with a result).
-pub fn oneshot<T>(name: &str) -> (OneshotSender<T>, OneshotReceiver<T>) {
+pub fn oneshot<T>(name: impl Into<Name>) -> (OneshotSender<T>, OneshotReceiver<T>) {
     let inner = Rc::new(OneshotInner {
-        id: register(ObjKind::Oneshot, name),
+        id: register(ObjKind::Oneshot, name.into()),
         value: RefCell::new(None),
         sent: Cell::new(false),
         sender_gone: Cell::new(false),

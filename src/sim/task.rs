@@ -1,7 +1,6 @@
 //! Simulated goroutines: identity, provenance and state.
 
 use std::fmt;
-use std::rc::Rc;
 
 /// Index of a task within one run. Ids are dense and assigned in spawn
 /// order, so they are identical in every replay of the same schedule.
@@ -199,7 +198,7 @@ pub enum TaskState {
 }
 
 pub(crate) struct TaskInfo {
-    pub name: Rc<str>,
+    pub name: super::name::Name,
     pub creator: Option<TaskId>,
     pub state: TaskState,
     /// What the task was blocked on before its last wake, kept (only while

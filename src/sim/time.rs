@@ -5,6 +5,7 @@ use std::future::Future;
 use std::rc::Rc;
 
 use super::executor::{TimerAction, with};
+use super::name::Name;
 use super::sync::{block, current, preempt};
 use super::task::{Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op};
 
@@ -43,11 +44,12 @@ pub struct Timer {
 
 /// `time.AfterFunc(d, f)`: after `d`, `f` runs in a new task named `name`.
 /// The timer start is a preemption point.
-pub async fn after_func<F>(d: u64, name: &str, f: F) -> Timer
+pub async fn after_func<F>(d: u64, name: impl Into<Name>, f: F) -> Timer
 where
     F: Future<Output = ()> + 'static,
 {
-    let obj = with(|k| k.state().register(ObjKind::Timer, Rc::from(name)));
+    let name = name.into();
+    let obj = with(|k| k.state().register(ObjKind::Timer, name.clone()));
     preempt(Op::TimerStart, obj).await;
     let fired = Rc::new(Cell::new(false));
     let slot = with(|k| {
@@ -58,7 +60,7 @@ where
             deadline,
             obj,
             TimerAction::Spawn {
-                name: Rc::from(name),
+                name,
                 creator,
                 fut: Box::pin(f),
                 fired: fired.clone(),

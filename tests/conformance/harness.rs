@@ -516,7 +516,7 @@ impl ClientConn for FakeCc {
                 addrs,
                 listener: opts.state_listener,
                 health_listener: RefCell::new(None),
-                connect_called: Event::new(&format!("testSubConn.connectCalled[{id}]")),
+                connect_called: Event::new(format!("testSubConn.connectCalled[{id}]")),
                 connects: Cell::new(0),
                 cc: self.self_ref.borrow().clone(),
             });

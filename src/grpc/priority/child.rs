@@ -14,6 +14,7 @@ use crate::sim::{self, Timer};
 use super::balancer::PriorityBalancer;
 use super::config::Child;
 use super::ignore_resolve_now::IgnoreResolveNowClientConn;
+use crate::sim::Name;
 
 /// The init timer and its stopped flag (`timerWrapper`): the flag guards the
 /// race where the timer fires while `stop_init_timer` holds the mutex.
@@ -163,7 +164,10 @@ impl ChildBalancer {
         let timeout = parent.opts.priority_init_timeout;
         let timer = sim::after_func(
             timeout,
-            &format!("priority.initTimer[{}]", self.name),
+            {
+                let name = self.name.clone();
+                Name::lazy(move || format!("priority.initTimer[{name}]"))
+            },
             async move {
                 let guard = parent.mu.lock().await;
                 if tw.stopped.get() {
