@@ -8,14 +8,12 @@
 //! `Pending`, and the run loop polls the chosen one.
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
-use std::cmp::Reverse;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use priority_queue::PriorityQueue;
 use rand_chacha::ChaCha8Rng;
 
 use super::name::Name;
@@ -27,6 +25,7 @@ use super::task::{
     Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
 };
+use super::timer_heap::TimerHeap;
 use super::trace::{Preemption, Trace, TraceEvent};
 
 pub(crate) type LocalFut = Pin<Box<dyn Future<Output = ()>>>;
@@ -146,7 +145,7 @@ pub(crate) struct State {
     pub runnable: Vec<TaskId>,
     pub current: Option<TaskId>,
     next: Option<TaskId>,
-    timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
+    timers: TimerHeap,
     /// Deadline of the earliest pending timer (a cache of `timers.peek()`,
     /// read at every decision).
     timer_head: Option<u64>,
@@ -397,7 +396,7 @@ impl State {
         let slot = self.timer_slots.len() as u32;
         self.timer_slots.push(Some((obj, action)));
         self.timer_seq += 1;
-        self.timers.push(slot, Reverse((deadline, self.timer_seq)));
+        self.timers.push(slot, (deadline, self.timer_seq));
         // Timers with the same deadline fire in the order they were armed:
         // two starts with one deadline do not commute. The deadline is
         // relative to now; a new earliest timer changes which one fires next.
@@ -417,12 +416,12 @@ impl State {
     }
 
     fn refresh_timer_head(&mut self) {
-        self.timer_head = self.timers.peek().map(|(_, Reverse((d, _)))| *d);
+        self.timer_head = self.timers.peek().map(|(_, (d, _))| d);
     }
 
     /// Go's `Timer.Stop`: true if the timer was pending and is now cancelled.
     pub fn stop_timer(&mut self, slot: u32) -> bool {
-        if let Some((_, Reverse((deadline, _)))) = self.timers.remove(&slot) {
+        if let Some((deadline, _)) = self.timers.remove(slot) {
             self.timer_slots[slot as usize] = None;
             let head = self.timer_head;
             self.refresh_timer_head();
@@ -443,10 +442,25 @@ impl State {
         self.timer_head.filter(|&d| d <= self.horizon)
     }
 
+    /// Before a decision, when footprints are recorded: hands the step's
+    /// footprint to the strategy and notes what each runnable task's next
+    /// step would do.
+    #[inline(never)]
+    fn footprint_point(&mut self) {
+        if let Some(f) = &mut self.footprint {
+            self.strategy.get_mut().step_footprint(f);
+            f.clear();
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.clear();
+            pending.extend(self.runnable.iter().map(|&t| self.pending_of(t)));
+            self.pending = pending;
+        }
+    }
+
     /// Pops the earliest timer and performs its action. Returns the task to
     /// spawn (its future must be installed by the caller, outside the borrow).
     fn fire_next_timer(&mut self) -> Option<(TaskId, LocalFut)> {
-        let (slot, Reverse((deadline, _))) = self.timers.pop()?;
+        let (slot, (deadline, _)) = self.timers.pop()?;
         self.refresh_timer_head();
         self.now = self.now.max(deadline);
         let (obj, action) = self.timer_slots[slot as usize].take()?;
@@ -556,6 +570,10 @@ impl Kernel {
 
     /// Asks the strategy who runs next. `cur` is the task at a preemption
     /// point that could continue, or `None` if the running task blocked.
+    ///
+    /// The common case (tasks can run) stays in line; recording footprints,
+    /// a fire with nothing runnable and a fire chosen by the strategy are
+    /// out of line, so that the hot path keeps few registers live.
     #[inline(always)]
     fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
         // A timer that fires is like a task that takes one step and
@@ -567,37 +585,14 @@ impl Kernel {
                 return Next::Limit;
             }
             let timer = st.next_timer_deadline();
-            if st.runnable.is_empty() && timer.is_none() {
-                return Next::Idle;
-            }
-            if let Some(f) = &mut st.footprint {
-                st.strategy.get_mut().step_footprint(f);
-                f.clear();
-                let mut pending = std::mem::take(&mut st.pending);
-                pending.clear();
-                pending.extend(st.runnable.iter().map(|&t| st.pending_of(t)));
-                st.pending = pending;
+            if st.footprint.is_some() {
+                st.footprint_point();
             }
             if st.runnable.is_empty() {
-                // Nothing can run: time jumps to the next timer; not a choice.
-                // A strategy that follows footprints still sees it, as a
-                // point with the timer as its only alternative: the fire is
-                // a step like any other for its analysis. It is not a
-                // decision of the schedule.
-                if st.footprint.is_some() {
-                    let point = Point {
-                        runnable: &[],
-                        current: None,
-                        next_timer: timer,
-                        now: st.now,
-                        step: st.steps,
-                        pending: &st.pending,
-                    };
-                    let d = st.strategy.next_task(&point);
-                    debug_assert_eq!(d.choice, Choice::Timer);
+                if timer.is_none() {
+                    return Next::Idle;
                 }
-                let spawned = st.fire_next_timer();
-                self.install(spawned);
+                self.fire_when_idle(st, timer);
                 continue;
             }
             let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
@@ -618,20 +613,8 @@ impl Kernel {
             st.note_decision(Step::from_choice(d.choice, dt));
             match d.choice {
                 Choice::Timer => {
-                    // Firing a timer while a task could go on switches away
-                    // from it (unless a fire just left a free choice), and
-                    // firing it before its deadline stalls whoever could
-                    // run: one preemption each.
-                    let cost = u64::from(cur.is_some() && !fired)
-                        + u64::from(early.is_some_and(|d| d > st.now));
-                    st.preemptions += cost;
-                    st.timer_preemptions += cost;
-                    if cost > 0 {
-                        st.mark_preemption(cur, None, cost);
-                    }
+                    self.fire_chosen(st, cur, fired, early);
                     fired = true;
-                    let spawned = st.fire_next_timer();
-                    self.install(spawned);
                 }
                 Choice::Task(t) if Some(t) == cur => return Next::Continue,
                 Choice::Task(t) => {
@@ -643,6 +626,47 @@ impl Kernel {
                 }
             }
         }
+    }
+
+    /// Nothing can run: time jumps to the next timer; not a choice. A
+    /// strategy that follows footprints still sees it, as a point with the
+    /// timer as its only alternative: the fire is a step like any other for
+    /// its analysis. It is not a decision of the schedule.
+    #[cold]
+    #[inline(never)]
+    fn fire_when_idle(&self, st: &mut State, timer: Option<u64>) {
+        if st.footprint.is_some() {
+            let point = Point {
+                runnable: &[],
+                current: None,
+                next_timer: timer,
+                now: st.now,
+                step: st.steps,
+                pending: &st.pending,
+            };
+            let d = st.strategy.next_task(&point);
+            debug_assert_eq!(d.choice, Choice::Timer);
+        }
+        let spawned = st.fire_next_timer();
+        self.install(spawned);
+    }
+
+    /// The strategy chose to fire the earliest timer (`early`: its deadline,
+    /// if it may fire now) at a point where `cur` could go on.
+    #[inline(never)]
+    fn fire_chosen(&self, st: &mut State, cur: Option<TaskId>, fired: bool, early: Option<u64>) {
+        // Firing a timer while a task could go on switches away from it
+        // (unless a fire just left a free choice), and firing it before its
+        // deadline stalls whoever could run: one preemption each.
+        let cost =
+            u64::from(cur.is_some() && !fired) + u64::from(early.is_some_and(|d| d > st.now));
+        st.preemptions += cost;
+        st.timer_preemptions += cost;
+        if cost > 0 {
+            st.mark_preemption(cur, None, cost);
+        }
+        let spawned = st.fire_next_timer();
+        self.install(spawned);
     }
 
     fn install(&self, spawned: Option<(TaskId, LocalFut)>) {
@@ -843,7 +867,7 @@ struct Spare {
     futs: Vec<Option<LocalFut>>,
     objects: Vec<(ObjKind, Name)>,
     timer_slots: Vec<Option<(ObjId, TimerAction)>>,
-    timers: PriorityQueue<u32, Reverse<(u64, u64)>>,
+    timers: TimerHeap,
 }
 
 impl Sim {
@@ -979,11 +1003,11 @@ impl Sim {
             let timers = st
                 .timers
                 .iter()
-                .map(|(slot, Reverse((d, _)))| {
-                    let obj = st.timer_slots[*slot as usize]
+                .map(|(slot, (d, _))| {
+                    let obj = st.timer_slots[slot as usize]
                         .as_ref()
                         .map_or(NO_OBJ, |(o, _)| *o);
-                    (st.objects[obj.0 as usize].1.to_string(), *d)
+                    (st.objects[obj.0 as usize].1.to_string(), d)
                 })
                 .collect::<std::collections::BTreeMap<_, _>>()
                 .into_iter()
@@ -1066,7 +1090,7 @@ mod tests {
             runnable: Vec::new(),
             current: None,
             next: None,
-            timers: PriorityQueue::new(),
+            timers: TimerHeap::default(),
             timer_head: None,
             timer_slots: Vec::new(),
             timer_seq: 0,

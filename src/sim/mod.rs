@@ -14,6 +14,7 @@ pub mod strategy;
 pub mod sync;
 mod task;
 pub mod time;
+mod timer_heap;
 pub mod trace;
 
 use std::future::Future;
