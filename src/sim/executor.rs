@@ -74,6 +74,7 @@ fn thread_kernel() -> &'static Kernel {
         let k: &'static Kernel = Box::leak(Box::new(Kernel {
             st: RefCell::new(None),
             futs: RefCell::new(Vec::new()),
+            spawned: RefCell::new(Vec::new()),
             active: Cell::new(false),
         }));
         KERNEL.set(Some(k));
@@ -183,6 +184,9 @@ pub(crate) struct Kernel {
     /// The state of the run on this thread (`None` between runs).
     st: RefCell<Option<State>>,
     futs: RefCell<Vec<Option<LocalFut>>>,
+    /// Futures of tasks spawned during a poll, in id order, to be appended
+    /// to `futs`.
+    spawned: RefCell<Vec<LocalFut>>,
     /// A run is going on: its primitives may use the kernel.
     active: Cell<bool>,
 }
@@ -671,10 +675,19 @@ impl Kernel {
 
     fn install(&self, spawned: Option<(TaskId, LocalFut)>) {
         if let Some((id, fut)) = spawned {
-            let mut futs = self.futs.borrow_mut();
-            debug_assert_eq!(futs.len(), id.index());
-            futs.push(Some(fut));
+            self.add_future(id, fut);
         }
+    }
+
+    /// Gives task `id` its future. The futures of tasks made while another
+    /// is being polled (which holds `futs`) wait in `spawned` until the poll
+    /// ends.
+    fn add_future(&self, id: TaskId, fut: LocalFut) {
+        let mut spawned = self.spawned.borrow_mut();
+        if let Ok(futs) = self.futs.try_borrow() {
+            debug_assert_eq!(futs.len() + spawned.len(), id.index());
+        }
+        spawned.push(fut);
     }
 
     /// The preemption point before operation `op` on `obj` of the running
@@ -730,7 +743,7 @@ impl Kernel {
         main_id: TaskId,
         grace: u64,
         cx: &mut Context<'_>,
-        polling: &mut Option<(TaskId, LocalFut)>,
+        polling: &mut Option<TaskId>,
     ) -> Option<oracle::PanicReport> {
         loop {
             let task = {
@@ -749,14 +762,29 @@ impl Kernel {
                 }
                 task
             };
-            let fut = self.futs.borrow_mut()[task.index()]
-                .take()
-                .expect("a runnable task has a future");
-            let (_, fut) = polling.insert((task, fut));
-            let polled = fut.as_mut().poll(cx);
-            let (_, fut) = polling.take().expect("the polled task");
+            // The future is polled where it lies; tasks it spawns get theirs
+            // after the poll.
+            *polling = Some(task);
+            let polled = {
+                let mut futs = self.futs.borrow_mut();
+                {
+                    let mut spawned = self.spawned.borrow_mut();
+                    if !spawned.is_empty() {
+                        futs.extend(spawned.drain(..).map(Some));
+                    }
+                }
+                futs[task.index()]
+                    .as_mut()
+                    .expect("a runnable task has a future")
+                    .as_mut()
+                    .poll(cx)
+            };
+            *polling = None;
             match polled {
                 Poll::Ready(()) => {
+                    // Dropped outside the borrow: its destructors may use
+                    // the kernel.
+                    let fut = self.futs.borrow_mut()[task.index()].take();
                     drop(fut);
                     let mut st = self.state();
                     st.trace_event(Op::Exit, NO_OBJ, None);
@@ -774,7 +802,6 @@ impl Kernel {
                     st.current = None;
                 }
                 Poll::Pending => {
-                    self.futs.borrow_mut()[task.index()] = Some(fut);
                     let mut st = self.state();
                     if st.limit_hit {
                         return None;
@@ -813,7 +840,7 @@ impl Kernel {
             }
             id
         };
-        self.futs.borrow_mut().push(Some(fut));
+        self.add_future(id, fut);
         id
     }
 
@@ -844,6 +871,9 @@ impl Drop for Detach {
             FOOTPRINTS.with(|f| f.set(false));
             if let Ok(mut futs) = self.0.futs.try_borrow_mut() {
                 futs.clear();
+            }
+            if let Ok(mut spawned) = self.0.spawned.try_borrow_mut() {
+                spawned.clear();
             }
             if let Ok(mut st) = self.0.st.try_borrow_mut() {
                 *st = None;
@@ -959,21 +989,22 @@ impl Sim {
         let main_id = kernel.spawn(Name::from("main"), Box::pin(main));
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        // The task being polled and its future live outside the unwind
-        // boundary, so a panicking task is named and its future dropped
-        // after the report is taken. One `catch_unwind` covers the whole run
-        // loop instead of one per poll; a panic outside a poll is not a
-        // task's and propagates as before.
-        let mut polling: Option<(TaskId, LocalFut)> = None;
+        // The task being polled is noted outside the unwind boundary, so a
+        // panicking task is named and its future dropped after the report
+        // is taken. One `catch_unwind` covers the whole run loop instead of
+        // one per poll; a panic outside a poll is not a task's and
+        // propagates as before.
+        let mut polling: Option<TaskId> = None;
         let driven = std::panic::catch_unwind(AssertUnwindSafe(|| {
             kernel.drive(main_id, cfg.grace, &mut cx, &mut polling)
         }));
         let panic = match driven {
             Ok(panic) => panic,
             Err(payload) => {
-                let Some((task, fut)) = polling.take() else {
+                let Some(task) = polling.take() else {
                     std::panic::resume_unwind(payload)
                 };
+                let fut = kernel.futs.borrow_mut()[task.index()].take();
                 let st = kernel.state_ref();
                 let panic = oracle::PanicReport {
                     task: st.tasks[task.index()].name.to_string(),
@@ -1051,6 +1082,8 @@ impl Sim {
         // destructors may release primitives), then detach it.
         let mut futs = std::mem::take(&mut *kernel.futs.borrow_mut());
         futs.clear();
+        let spawned = std::mem::take(&mut *kernel.spawned.borrow_mut());
+        drop(spawned);
         let mut timer_slots = std::mem::take(&mut kernel.state().timer_slots);
         timer_slots.clear();
         kernel.active.set(false);
