@@ -339,7 +339,7 @@ impl State {
                     self.touch_op(op, obj, access)
                 }
                 Blocker::Select(objs) => {
-                    for o in objs {
+                    for &o in objs.iter() {
                         self.touch_as(o, Access::Read);
                     }
                 }

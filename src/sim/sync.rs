@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use super::executor::{Preempted, footprints_on, try_with, with};
 use super::name::Name;
-use super::task::{Access, Blocker, ObjId, ObjKind, Op, TaskId};
+use super::task::{Access, Blocker, ObjId, ObjKind, ObjSet, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
 /// strategy lets the current task run its operation; records it in the trace.
@@ -173,20 +173,79 @@ fn register(kind: ObjKind, name: Name) -> ObjId {
     with(|k| k.state().register(kind, name))
 }
 
-/// A list of blocked tasks waiting for one object to change.
+/// A list of blocked tasks waiting for one object to change, in the order
+/// they joined it (the order they are woken in). The first few are kept
+/// inline: most objects never have more waiters than that, and a wait then
+/// allocates nothing.
 #[derive(Default)]
-struct Waiters(RefCell<Vec<TaskId>>);
+struct Waiters(RefCell<WaitList>);
 
-impl Waiters {
-    fn add(&self, t: TaskId) {
-        let mut w = self.0.borrow_mut();
-        if !w.contains(&t) {
-            w.push(t);
+const INLINE_WAITERS: usize = 4;
+
+struct WaitList {
+    inline: [TaskId; INLINE_WAITERS],
+    len: usize,
+    /// Waiters past the inline ones, in order.
+    spill: Vec<TaskId>,
+}
+
+impl Default for WaitList {
+    fn default() -> Self {
+        WaitList {
+            inline: [TaskId(0); INLINE_WAITERS],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl WaitList {
+    fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.inline[..self.len].iter().chain(&self.spill).copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, t: TaskId) {
+        if self.iter().any(|x| x == t) {
+            return;
+        }
+        if self.spill.is_empty() && self.len < INLINE_WAITERS {
+            self.inline[self.len] = t;
+            self.len += 1;
+        } else {
+            self.spill.push(t);
         }
     }
 
+    fn remove(&mut self, t: TaskId) {
+        if let Some(i) = self.inline[..self.len].iter().position(|&x| x == t) {
+            self.inline.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+            if !self.spill.is_empty() {
+                self.inline[self.len] = self.spill.remove(0);
+                self.len += 1;
+            }
+        } else {
+            self.spill.retain(|&x| x != t);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spill.clear();
+    }
+}
+
+impl Waiters {
+    fn add(&self, t: TaskId) {
+        self.0.borrow_mut().push(t);
+    }
+
     fn remove(&self, t: TaskId) {
-        self.0.borrow_mut().retain(|&x| x != t);
+        self.0.borrow_mut().remove(t);
     }
 
     fn wake_all(&self) {
@@ -199,7 +258,7 @@ impl Waiters {
         // stays borrowed and keeps its buffer for the next waiters.
         let _ = try_with(|k| {
             let mut st = k.state();
-            for &t in w.iter() {
+            for t in w.iter() {
                 st.wake(t);
             }
         });
@@ -524,7 +583,7 @@ impl Selectable for Event {
 /// caller then takes the value without blocking (`try_get`, `has_fired`).
 pub async fn select(cases: &[&dyn Selectable]) -> usize {
     assert!(
-        !cases.is_empty() && cases.len() <= 8,
+        !cases.is_empty() && cases.len() <= ObjSet::MAX,
         "select takes 1..=8 cases"
     );
     if footprints_on() {
@@ -667,5 +726,39 @@ impl<K: Ord + Clone, V> GoMap<K, V> {
                 (k, v)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::rng;
+
+    #[test]
+    fn a_wait_list_keeps_join_order_like_a_vec_without_repeats() {
+        let mut list = WaitList::default();
+        let mut model: Vec<TaskId> = Vec::new();
+        let mut r = rng::rng(3, 0);
+        for _ in 0..20_000 {
+            let t = TaskId(rng::below(&mut r, 10) as u32);
+            match rng::below(&mut r, 5) {
+                0 | 1 => {
+                    list.push(t);
+                    if !model.contains(&t) {
+                        model.push(t);
+                    }
+                }
+                2 | 3 => {
+                    list.remove(t);
+                    model.retain(|&x| x != t);
+                }
+                _ => {
+                    list.clear();
+                    model.clear();
+                }
+            }
+            assert!(list.iter().eq(model.iter().copied()));
+            assert_eq!(list.is_empty(), model.is_empty());
+        }
     }
 }

@@ -187,7 +187,41 @@ pub enum Blocker {
     /// A single object (mutex, queue get, event wait, oneshot recv, sleep timer).
     On(Op, ObjId),
     /// A Go `select` over several objects.
-    Select(Vec<ObjId>),
+    Select(ObjSet),
+}
+
+/// The objects of one `select` (at most [`ObjSet::MAX`]), kept inline: a
+/// select that blocks allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ObjSet {
+    objs: [ObjId; ObjSet::MAX],
+    len: u8,
+}
+
+impl ObjSet {
+    pub const MAX: usize = 8;
+}
+
+impl FromIterator<ObjId> for ObjSet {
+    /// Panics past [`ObjSet::MAX`] objects.
+    fn from_iter<I: IntoIterator<Item = ObjId>>(iter: I) -> Self {
+        let mut set = ObjSet {
+            objs: [ObjId(0); ObjSet::MAX],
+            len: 0,
+        };
+        for o in iter {
+            set.objs[set.len as usize] = o;
+            set.len += 1;
+        }
+        set
+    }
+}
+
+impl std::ops::Deref for ObjSet {
+    type Target = [ObjId];
+    fn deref(&self) -> &[ObjId] {
+        &self.objs[..self.len as usize]
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
