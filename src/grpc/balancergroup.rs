@@ -336,10 +336,7 @@ impl BalancerGroup {
             guard.unlock().await;
             return;
         }
-        let removed = self
-            .id_to_balancer_config
-            .borrow_mut()
-            .remove(&id.to_string());
+        let removed = self.id_to_balancer_config.borrow_mut().remove(id);
         let Some(sb_to_remove) = removed else {
             guard.unlock().await;
             return;
@@ -458,11 +455,7 @@ impl BalancerGroup {
             guard.unlock().await;
             return Ok(());
         }
-        let config = self
-            .id_to_balancer_config
-            .borrow()
-            .get(&id.to_string())
-            .cloned();
+        let config = self.id_to_balancer_config.borrow().get(id).cloned();
         let result = match config {
             Some(c) => c.update_client_conn_state(s).await,
             None => Ok(()),
@@ -635,11 +628,7 @@ impl BalancerGroup {
             guard.unlock().await;
             return;
         }
-        let config = self
-            .id_to_balancer_config
-            .borrow()
-            .get(&id.to_string())
-            .cloned();
+        let config = self.id_to_balancer_config.borrow().get(id).cloned();
         if let Some(config) = config
             && !config.exit_idle().await
         {

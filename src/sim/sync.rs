@@ -4,6 +4,7 @@
 //! over several of them, and `GoMap` (a map whose iteration order is drawn
 //! from the run's strategy, as Go's is random).
 
+use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -660,19 +661,31 @@ impl<K: Ord + Clone, V> GoMap<K, V> {
         self.map.insert(k, v)
     }
 
-    pub fn get(&self, k: &K) -> Option<&V> {
+    pub fn get<Q: Ord + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get(k)
     }
 
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+    pub fn get_mut<Q: Ord + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get_mut(k)
     }
 
-    pub fn remove(&mut self, k: &K) -> Option<V> {
+    pub fn remove<Q: Ord + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.remove(k)
     }
 
-    pub fn contains_key(&self, k: &K) -> bool {
+    pub fn contains_key<Q: Ord + ?Sized>(&self, k: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.map.contains_key(k)
     }
 

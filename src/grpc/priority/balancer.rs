@@ -47,7 +47,7 @@ pub struct PriorityBalancer {
 
     pub(super) mu: Mutex,
     pub(super) child_in_use: RefCell<String>,
-    pub(super) priorities: RefCell<Vec<String>>,
+    pub(super) priorities: RefCell<Rc<[String]>>,
     pub(super) children: RefCell<GoMap<String, Rc<ChildBalancer>>>,
     /// Set while a config update is being applied; cleared by the resume
     /// marker on the worker.
@@ -92,7 +92,7 @@ impl PriorityBalancer {
                 opts,
                 mu: Mutex::new("priority.mu"),
                 child_in_use: RefCell::new(String::new()),
-                priorities: RefCell::new(Vec::new()),
+                priorities: RefCell::new(Rc::from([])),
                 children: RefCell::new(GoMap::new()),
                 inhibit_picker_updates: Cell::new(false),
                 self_ref: me.clone(),
@@ -176,7 +176,7 @@ impl PriorityBalancer {
             }
         }
 
-        *self.priorities.borrow_mut() = new_config.priorities.clone();
+        *self.priorities.borrow_mut() = Rc::from(new_config.priorities.as_slice());
 
         if new_config.priorities.is_empty() {
             self.child_in_use.borrow_mut().clear();

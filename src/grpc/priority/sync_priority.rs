@@ -74,7 +74,7 @@ impl PriorityBalancer {
 
     /// Runs on the worker with the mutex held.
     pub(super) async fn handle_child_state_update(&self, child_name: &str, s: BalancerState) {
-        let Some(child) = self.children.borrow().get(&child_name.to_string()).cloned() else {
+        let Some(child) = self.children.borrow().get(child_name).cloned() else {
             return;
         };
         if !child.started.get() {
