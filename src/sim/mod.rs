@@ -37,12 +37,19 @@ use rand::Rng as _;
 use task::NO_OBJ;
 
 /// `go f()`: starts a task named `name`. The spawn is a preemption point.
-pub async fn go<F>(name: impl Into<Name>, f: F) -> TaskId
+///
+/// The task's future is boxed at once, so the future returned here (and
+/// every future that awaits it) holds a pointer instead of a copy of it.
+pub fn go<F>(name: impl Into<Name>, f: F) -> impl Future<Output = TaskId>
 where
     F: Future<Output = ()> + 'static,
 {
-    sync::preempt_untraced(Op::Spawn).await;
-    spawn(name, f)
+    let name = name.into();
+    let fut: executor::LocalFut = Box::pin(f);
+    async move {
+        sync::preempt_untraced(Op::Spawn).await;
+        executor::with(|k| k.spawn(name, fut))
+    }
 }
 
 /// Starts a task without a preemption point: for setting up a model before

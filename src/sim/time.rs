@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 
-use super::executor::{TimerAction, with};
+use super::executor::{LocalFut, TimerAction, with};
 use super::name::Name;
 use super::sync::{block, current, preempt};
 use super::task::{Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op};
@@ -43,12 +43,18 @@ pub struct Timer {
 }
 
 /// `time.AfterFunc(d, f)`: after `d`, `f` runs in a new task named `name`.
-/// The timer start is a preemption point.
-pub async fn after_func<F>(d: u64, name: impl Into<Name>, f: F) -> Timer
+/// The timer start is a preemption point. `f` is boxed at once (see
+/// [`super::go`]).
+pub fn after_func<F>(d: u64, name: impl Into<Name>, f: F) -> impl Future<Output = Timer>
 where
     F: Future<Output = ()> + 'static,
 {
     let name = name.into();
+    let fut: LocalFut = Box::pin(f);
+    after_func_boxed(d, name, fut)
+}
+
+async fn after_func_boxed(d: u64, name: Name, fut: LocalFut) -> Timer {
     let obj = with(|k| k.state().register(ObjKind::Timer, name.clone()));
     preempt(Op::TimerStart, obj).await;
     let fired = Rc::new(Cell::new(false));
@@ -62,7 +68,7 @@ where
             TimerAction::Spawn {
                 name,
                 creator,
-                fut: Box::pin(f),
+                fut,
                 fired: fired.clone(),
             },
         )
