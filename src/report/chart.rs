@@ -1,10 +1,13 @@
 //! Leak-rate charts: one bar per variant, and rate against a swept parameter.
 //!
-//! Both use a logarithmic rate axis, because the rates of interest span many
-//! decades (a buggy variant at 2e-5, a fixed one at 0). A zero count has no
-//! place on a log axis; it is drawn at the upper bound of its Wilson 95%
-//! interval (about 3/runs) and marked as such, so a reader sees both that no
-//! leak was observed and how strong that evidence is.
+//! Both use a logarithmic rate axis, labelled at every decade, because the
+//! rates of interest span many decades (a buggy variant at 2e-5, a fixed one
+//! at 0). A zero count has no place on a log axis; it is drawn as a bound,
+//! not as a rate: in the bar chart a cap with an arrow pointing down at the
+//! upper bound of its Wilson 95% interval (about 4/runs), labelled
+//! `0 leaks (< bound)`, with no bar under it; in the sweep chart a hollow
+//! downward triangle there. A reader sees both that no leak was observed
+//! and how strong that evidence is, and no zero looks like a measured rate.
 
 use std::path::Path;
 
@@ -45,8 +48,14 @@ pub struct SweepPoint {
     pub ci_high: f64,
 }
 
-/// The text that marks a bar or point drawn at its upper bound.
+/// The text that marks a sweep point drawn at its upper bound.
 pub const ZERO_LABEL: &str = "0 leaks (upper bound)";
+
+/// The label of a variant without leaks in the bar chart: the count and the
+/// bound the rate is below, `0 leaks (< 2.6e-5)`.
+pub fn zero_label(ci_high: f64) -> String {
+    format!("0 leaks (< {})", fmt_rate(ci_high))
+}
 
 pub(crate) const HEADER_H: i32 = 84;
 const LEGEND_W: i32 = 290;
@@ -55,9 +64,10 @@ pub(crate) const GRID_BOLD: RGBColor = RGBColor(205, 205, 205);
 pub(crate) const GRID_LIGHT: RGBColor = RGBColor(238, 238, 238);
 
 /// Draws the leak rate of each variant as a bar on a log scale, with Wilson
-/// 95% whiskers; bars of several strategies are grouped by strategy. A bar
-/// with no leak is drawn hatched up to its interval's upper bound and
-/// labelled [`ZERO_LABEL`]. Writes PNG or SVG, chosen by the extension of `path`.
+/// 95% whiskers; bars of several strategies are grouped by strategy. A
+/// variant with no leak gets no bar: a cap at its interval's upper bound with
+/// an arrow pointing down, labelled with [`zero_label`]. Writes PNG or SVG,
+/// chosen by the extension of `path`.
 pub fn leak_rate_chart(bars: &[RateBar], title: &str, path: &Path) -> Result<(), ChartError> {
     if bars.iter().all(|b| b.runs == 0) {
         return Err(ChartError::Empty {
@@ -142,8 +152,36 @@ fn log_range(lo: f64, hi: f64, plot_px: f64, head_px: f64) -> (f64, f64) {
     (10f64.powf(lo_log), 10f64.powf(top))
 }
 
-fn decades(lo: f64, hi: f64) -> usize {
-    ((hi / lo).log10().floor() as usize).max(1)
+/// Every power of ten from `lo` to `hi`, both included (a bound that is a
+/// power of ten up to rounding counts as one).
+pub(crate) fn decade_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let first = (lo.log10() - 1e-9).ceil() as i32;
+    let last = (hi.log10() + 1e-9).floor() as i32;
+    (first..=last).map(|e| 10f64.powi(e)).collect()
+}
+
+/// A log rate axis from `lo` to `hi` with its bold grid lines and labels at
+/// every decade, and light lines at 2..9 times each decade when it spans
+/// few enough decades for them to stay apart.
+fn rate_axis(lo: f64, hi: f64) -> impl Ranged<ValueType = f64, FormatOption = DefaultFormatting> {
+    let bold = decade_ticks(lo, hi);
+    let mut light = Vec::new();
+    if (hi / lo).log10() <= 5.0 {
+        let mut e = lo.log10().floor() as i32;
+        while 10f64.powi(e) <= hi {
+            for m in 2..=9 {
+                let v = f64::from(m) * 10f64.powi(e);
+                if v > lo && v < hi {
+                    light.push(v);
+                }
+            }
+            e += 1;
+        }
+    }
+    (lo..hi)
+        .log_scale()
+        .with_key_points(bold)
+        .with_light_points(light)
 }
 
 /// Distinct values in order of first appearance.
@@ -193,35 +231,6 @@ where
         sz -= 1.0;
     }
     Ok(sz)
-}
-
-/// Diagonal hatching inside a pixel rectangle.
-fn hatch<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    (x0, y0): (i32, i32),
-    (x1, y1): (i32, i32),
-    colour: RGBColor,
-    spacing: i32,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    let (x0, x1) = (x0.min(x1), x0.max(x1));
-    let (y0, y1) = (y0.min(y1), y0.max(y1));
-    // Lines x + y = c, clipped to the rectangle.
-    let mut c = x0 + y0 + spacing / 2;
-    while c < x1 + y1 {
-        let xa = x0.max(c - y1);
-        let xb = x1.min(c - y0);
-        if xa < xb {
-            area.draw(&PathElement::new(
-                vec![(xa, c - xa), (xb, c - xb)],
-                colour.stroke_width(1),
-            ))?;
-        }
-        c += spacing;
-    }
-    Ok(())
 }
 
 /// Dash segments along `a`–`b`: `dash` pixels on, repeating every
@@ -300,7 +309,7 @@ where
 /// Legend entries drawn in a panel right of the plot.
 enum Swatch {
     Solid(RGBColor),
-    Hatched(RGBColor),
+    Bound(RGBColor),
     Whisker,
     Line(RGBColor),
     Band(RGBColor),
@@ -324,17 +333,7 @@ where
             Swatch::Solid(c) => {
                 root.draw(&Rectangle::new([(sx, sy), (sx + 22, sy + 14)], c.filled()))?;
             }
-            Swatch::Hatched(c) => {
-                root.draw(&Rectangle::new(
-                    [(sx, sy), (sx + 22, sy + 14)],
-                    c.mix(0.12).filled(),
-                ))?;
-                hatch(root, (sx, sy), (sx + 22, sy + 14), *c, 5)?;
-                root.draw(&Rectangle::new(
-                    [(sx, sy), (sx + 22, sy + 14)],
-                    c.stroke_width(1),
-                ))?;
-            }
+            Swatch::Bound(c) => bound_marker(root, (sx + 11, sy), 16, 16, *c)?,
             Swatch::Whisker => {
                 let st = BLACK.stroke_width(2);
                 root.draw(&PathElement::new(
@@ -381,6 +380,40 @@ where
         }
         y += 8;
     }
+    Ok(())
+}
+
+/// A bound: a cap `width` pixels wide at `(x, y)` and an arrow `length`
+/// pixels long pointing down from its middle, "the rate is below this".
+fn bound_marker<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    width: i32,
+    length: i32,
+    c: RGBColor,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let half = width / 2;
+    root.draw(&PathElement::new(
+        vec![(x - half, y), (x + half, y)],
+        c.stroke_width(3),
+    ))?;
+    let head = (length / 3).clamp(5, 9);
+    let tip = y + length;
+    root.draw(&PathElement::new(
+        vec![(x, y), (x, tip - head)],
+        c.stroke_width(2),
+    ))?;
+    root.draw(&Polygon::new(
+        vec![
+            (x - head * 2 / 3, tip - head),
+            (x + head * 2 / 3, tip - head),
+            (x, tip),
+        ],
+        c.filled(),
+    ))?;
     Ok(())
 }
 
@@ -506,12 +539,11 @@ impl Paint for LeakRate<'_> {
         let mut chart = ChartBuilder::on(&body)
             .x_label_area_size(x_area)
             .y_label_area_size(78)
-            .build_cartesian_2d(0f64..self.layout.slots, (ymin..ymax).log_scale())?;
+            .build_cartesian_2d(0f64..self.layout.slots, rate_axis(ymin, ymax))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
-            .y_labels(decades(ymin, ymax))
             .y_label_formatter(&|v| fmt_decade(*v))
             .y_desc("leak rate (leaks per run, log scale)")
             .x_desc(if grouped {
@@ -568,21 +600,19 @@ impl Paint for LeakRate<'_> {
                     format!("in {} runs", thousands(b.runs)),
                 ];
             } else {
+                // No bar: nothing was measured. A cap at the bound with an
+                // arrow down says the rate is somewhere below it.
                 any_zero = true;
-                let (x0, y0) = px(l, top);
-                let (x1, y1) = px(r, ymin);
-                root.draw(&Rectangle::new(
-                    [(x0, y0), (x1, y1)],
-                    col.mix(0.10).filled(),
-                ))?;
-                hatch(root, (x0, y0), (x1, y1), col, 8)?;
-                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], col.stroke_width(2)))?;
-                let (tx, ty) = px(c, top);
-                triangle_down(root, (tx, ty), col)?;
+                let (x0, y) = px(l, top);
+                let (x1, _) = px(r, top);
+                let (x, base) = px(c, ymin);
+                let cap = ((x1 - x0) * 3 / 5).clamp(14, 90);
+                let length = ((base - y) / 2).clamp(8, 40);
+                bound_marker(root, (x, y), cap, length, col)?;
                 whisker_top = top;
                 lines = [
-                    format!("≤ {}", fmt_rate(top)),
-                    ZERO_LABEL.to_string(),
+                    zero_label(top),
+                    "95% upper bound".to_string(),
                     format!("in {} runs", thousands(b.runs)),
                 ];
             }
@@ -654,11 +684,12 @@ impl Paint for LeakRate<'_> {
         ));
         if any_zero {
             entries.push((
-                Swatch::Hatched(sample),
+                Swatch::Bound(sample),
                 vec![
-                    "hatched bar, ▽: no leak seen;".into(),
-                    "drawn at the interval's".into(),
-                    "upper bound (about 4 / runs)".into(),
+                    "no bar, cap and arrow: no".into(),
+                    "leak seen; the rate is below".into(),
+                    "the interval's upper bound".into(),
+                    "(about 4 / runs)".into(),
                 ],
             ));
         }
@@ -826,7 +857,7 @@ impl Paint for Sweep<'_> {
         let mut chart = ChartBuilder::on(&body)
             .x_label_area_size(60)
             .y_label_area_size(78)
-            .build_cartesian_2d(x_axis, (ymin..ymax).log_scale())?;
+            .build_cartesian_2d(x_axis, rate_axis(ymin, ymax))?;
         let span = xmax - xmin;
         let x_label = |v: &f64| {
             if self.log_x {
@@ -840,7 +871,6 @@ impl Paint for Sweep<'_> {
             .x_labels(10)
             .max_light_lines(2)
             .x_label_formatter(&x_label)
-            .y_labels(decades(ymin, ymax))
             .y_label_formatter(&|v| fmt_decade(*v))
             .y_desc("leak rate (leaks per run, log scale)")
             .x_desc(axis_name.as_str())
@@ -958,7 +988,7 @@ impl Paint for Sweep<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Scratch;
+    use crate::report::{Scratch, svg};
 
     fn wilson(k: u64, n: u64) -> (f64, f64) {
         let (k, n) = (k as f64, n as f64);
@@ -1033,8 +1063,8 @@ mod tests {
         );
         assert!(svg.contains(title));
         assert!(svg.contains("leak rate (leaks per run, log scale)"));
-        // Three zero-leak bars, each marked.
-        assert_eq!(svg.matches(ZERO_LABEL).count(), 3);
+        // Three zero-leak variants, each marked with its bound.
+        assert_eq!(svg.matches("0 leaks (&lt; 3.8e-5)").count(), 3);
         assert!(svg.contains("100,000 runs per bar"));
         assert!(svg.contains("Wilson 95%"));
         for v in ["pre-4308", "pre-8095", "pr-8095", "priority-lock", "a115"] {
@@ -1054,7 +1084,7 @@ mod tests {
         assert!(svg.contains("grouped by strategy"));
         assert!(svg.contains("\ntimed\n"), "group label");
         assert!(svg.contains("20,000–100,000 runs per bar"));
-        assert_eq!(svg.matches(ZERO_LABEL).count(), 2);
+        assert_eq!(svg.matches("0 leaks (&lt; ").count(), 2);
     }
 
     #[test]
@@ -1169,5 +1199,121 @@ mod tests {
         let zero: Vec<SweepPoint> = pts.into_iter().filter(|p| p.x == 0.0).collect();
         let e = sweep_chart_scaled(&zero, "p", "", "none", true, &path).unwrap_err();
         assert!(matches!(e, ChartError::Empty { .. }));
+    }
+
+    /// The flagship's result: a measured rate and a zero with the same runs.
+    fn flagship_bars() -> Vec<RateBar> {
+        vec![
+            bar("pre-8095", "timed", 150_000, 2),
+            bar("pr-8095", "timed", 150_000, 0),
+        ]
+    }
+
+    fn colour_hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
+
+    /// Tick labels of the rate axis: right-aligned text left of the plot.
+    fn y_labels(svg: &str) -> Vec<String> {
+        svg::texts(svg)
+            .into_iter()
+            .filter(|t| t.anchor == "end" && t.x < 100)
+            .map(|t| t.text)
+            .collect()
+    }
+
+    #[test]
+    fn a_zero_is_a_bound_marker_not_a_bar() {
+        let path = Scratch::new("zero_bound.svg");
+        leak_rate_chart(&flagship_bars(), "Flagship", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let (leaky, fixed) = (
+            colour_hex(variant_colour("pre-8095", 0)),
+            colour_hex(variant_colour("pr-8095", 1)),
+        );
+        let rects = svg::rects(&svg);
+        // The measured rate is a bar from the axis up.
+        let bar = rects
+            .iter()
+            .find(|r| r.fill == leaky)
+            .expect("the measured bar");
+        // The zero has no bar, filled or outlined.
+        let zero_rects: Vec<_> = rects
+            .iter()
+            .filter(|r| r.fill == fixed || r.stroke == fixed)
+            .collect();
+        assert!(
+            zero_rects.is_empty(),
+            "a bar for zero leaks: {zero_rects:?}"
+        );
+        // It is a cap at its upper bound: a horizontal stroke in its colour,
+        // much narrower than a bar, with an arrow pointing down below it.
+        let paths = svg::paths(&svg);
+        let cap = paths
+            .iter()
+            .find(|p| p.stroke == fixed && p.points.len() == 2 && p.points[0].1 == p.points[1].1)
+            .expect("a horizontal cap at the bound");
+        let cap_w = (cap.points[1].0 - cap.points[0].0).abs();
+        assert!(
+            cap_w > 10 && cap_w < bar.w,
+            "cap {cap_w} px, bar {} px",
+            bar.w
+        );
+        let y = cap.points[0].1;
+        let head = paths
+            .iter()
+            .find(|p| p.fill == fixed && p.points.len() >= 3)
+            .expect("an arrowhead");
+        let tip = head.points.iter().map(|p| p.1).max().unwrap();
+        assert!(
+            tip > y + 10,
+            "the arrow points down from the cap: {y} -> {tip}"
+        );
+        // The label says what it is: no leak, and the bound.
+        let texts: Vec<String> = svg::texts(&svg).into_iter().map(|t| t.text).collect();
+        let (_, hi) = wilson(0, 150_000);
+        let label = format!("0 leaks (< {})", fmt_rate(hi));
+        assert_eq!(label, "0 leaks (< 2.6e-5)");
+        assert!(texts.contains(&label), "{texts:?}");
+    }
+
+    #[test]
+    fn every_decade_of_the_rate_axis_is_labelled() {
+        for (bars, want) in [
+            (flagship_bars(), &["1e-6", "1e-5"][..]),
+            (
+                vec![
+                    bar("pre-8095", "timed", 2_000, 1),
+                    bar("pr-8095", "timed", 2_000, 0),
+                ],
+                &["1e-5", "1e-4", "1e-3"][..],
+            ),
+            (
+                sample_bars(),
+                &["1e-6", "1e-5", "1e-4", "1e-3", "0.01", "0.1", "1"][..],
+            ),
+        ] {
+            let path = Scratch::new("decades.svg");
+            leak_rate_chart(&bars, "Decades", &path).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            let labels = y_labels(&svg);
+            for w in want {
+                assert!(labels.iter().any(|l| l == w), "{w} missing from {labels:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn decades_inside_a_range_survive_rounding() {
+        let d: Vec<String> = decade_ticks(1e-6, 10f64.powf(-4.3))
+            .iter()
+            .map(|v| fmt_decade(*v))
+            .collect();
+        assert_eq!(d, ["1e-6", "1e-5"]);
+        let d: Vec<String> = decade_ticks(10f64.powf(-5.5), 1.0)
+            .iter()
+            .map(|v| fmt_decade(*v))
+            .collect();
+        assert_eq!(d, ["1e-5", "1e-4", "1e-3", "0.01", "0.1", "1"]);
     }
 }

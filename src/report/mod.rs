@@ -323,6 +323,191 @@ impl Drop for Scratch {
     }
 }
 
+/// Reading back the SVG that plotters writes, for tests that check what a
+/// picture shows: texts with their anchor and size, rectangles, polylines,
+/// polygons and circles, each with its colours.
+#[cfg(test)]
+#[allow(dead_code)] // Some fields are only read through Debug, in failure messages.
+pub(crate) mod svg {
+    /// A `<text>`: `size` is the font size the drawing code asked for (the
+    /// SVG backend writes it scaled by 1/1.24).
+    #[derive(Clone, Debug)]
+    pub struct SvgText {
+        pub x: i32,
+        pub y: i32,
+        pub anchor: String,
+        /// `dy`: `0.5ex` for text centred on `y`, `0.76em` for text below it.
+        pub dy: String,
+        pub size: f64,
+        pub fill: String,
+        pub text: String,
+    }
+
+    impl SvgText {
+        /// Left and right pixel edges, from the bundled font's metrics.
+        pub fn span(&self) -> (i32, i32) {
+            let w = super::text_width(&self.text, self.size);
+            match self.anchor.as_str() {
+                "end" => (self.x - w, self.x),
+                "middle" => (self.x - w / 2, self.x + w / 2),
+                _ => (self.x, self.x + w),
+            }
+        }
+
+        /// Top and bottom pixel edges (the line height is the font size).
+        pub fn rows(&self) -> (i32, i32) {
+            let h = self.size.round() as i32;
+            match self.dy.as_str() {
+                "0.5ex" => (self.y - h / 2, self.y + h / 2),
+                "0.76em" => (self.y, self.y + h),
+                _ => (self.y - h, self.y),
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct SvgRect {
+        pub x: i32,
+        pub y: i32,
+        pub w: i32,
+        pub h: i32,
+        pub fill: String,
+        pub stroke: String,
+        pub opacity: f64,
+    }
+
+    /// A `<polyline>` or a `<polygon>`.
+    #[derive(Clone, Debug)]
+    pub struct SvgPath {
+        pub points: Vec<(i32, i32)>,
+        pub fill: String,
+        pub stroke: String,
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct SvgCircle {
+        pub cx: i32,
+        pub cy: i32,
+        pub r: i32,
+        pub fill: String,
+        pub stroke: String,
+    }
+
+    fn attr<'a>(tag: &'a str, name: &str) -> &'a str {
+        let key = format!(" {name}=\"");
+        tag.find(&key)
+            .map(|i| {
+                let rest = &tag[i + key.len()..];
+                &rest[..rest.find('"').unwrap_or(rest.len())]
+            })
+            .unwrap_or("")
+    }
+
+    fn num(tag: &str, name: &str) -> f64 {
+        attr(tag, name).parse().unwrap_or(f64::NAN)
+    }
+
+    /// Every opening tag `<name ...>` of the document, attributes and all.
+    fn tags<'a>(svg: &'a str, name: &str) -> Vec<&'a str> {
+        let open = format!("<{name} ");
+        let mut out = Vec::new();
+        let mut rest = svg;
+        while let Some(i) = rest.find(&open) {
+            let tail = &rest[i..];
+            let end = tail.find('>').map_or(tail.len(), |e| e + 1);
+            out.push(&tail[..end]);
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    fn unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    }
+
+    pub fn texts(svg: &str) -> Vec<SvgText> {
+        let mut out = Vec::new();
+        let mut rest = svg;
+        while let Some(i) = rest.find("<text ") {
+            let tail = &rest[i..];
+            let open_end = tail.find('>').expect("text tag closes") + 1;
+            let close = tail.find("</text>").expect("text element closes");
+            let tag = &tail[..open_end];
+            out.push(SvgText {
+                x: num(tag, "x").round() as i32,
+                y: num(tag, "y").round() as i32,
+                anchor: attr(tag, "text-anchor").to_string(),
+                dy: attr(tag, "dy").to_string(),
+                size: num(tag, "font-size") * 1.24,
+                fill: attr(tag, "fill").to_string(),
+                text: unescape(tail[open_end..close].trim()),
+            });
+            rest = &tail[close..];
+        }
+        out
+    }
+
+    pub fn rects(svg: &str) -> Vec<SvgRect> {
+        tags(svg, "rect")
+            .into_iter()
+            .map(|t| SvgRect {
+                x: num(t, "x") as i32,
+                y: num(t, "y") as i32,
+                w: num(t, "width") as i32,
+                h: num(t, "height") as i32,
+                fill: attr(t, "fill").to_string(),
+                stroke: attr(t, "stroke").to_string(),
+                opacity: num(t, "opacity"),
+            })
+            .collect()
+    }
+
+    fn points(t: &str) -> Vec<(i32, i32)> {
+        attr(t, "points")
+            .split_whitespace()
+            .filter_map(|p| {
+                let (x, y) = p.split_once(',')?;
+                Some((x.parse().ok()?, y.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Polylines and polygons alike.
+    pub fn paths(svg: &str) -> Vec<SvgPath> {
+        let mut out: Vec<SvgPath> = Vec::new();
+        for name in ["polyline", "polygon"] {
+            out.extend(tags(svg, name).into_iter().map(|t| SvgPath {
+                points: points(t),
+                fill: attr(t, "fill").to_string(),
+                stroke: attr(t, "stroke").to_string(),
+            }));
+        }
+        out
+    }
+
+    pub fn circles(svg: &str) -> Vec<SvgCircle> {
+        tags(svg, "circle")
+            .into_iter()
+            .map(|t| SvgCircle {
+                cx: num(t, "cx") as i32,
+                cy: num(t, "cy") as i32,
+                r: num(t, "r") as i32,
+                fill: attr(t, "fill").to_string(),
+                stroke: attr(t, "stroke").to_string(),
+            })
+            .collect()
+    }
+
+    /// Whether two closed pixel intervals share more than their ends.
+    pub fn overlap((a0, a1): (i32, i32), (b0, b1): (i32, i32)) -> bool {
+        a0 < b1 && b0 < a1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
