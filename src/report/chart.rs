@@ -18,8 +18,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
-    ChartError, DrawResult, Paint, fmt_decade, fmt_rate, font, render, thousands, trim_zeros,
-    variant_colour,
+    ChartError, DrawResult, Paint, fmt_decade, fmt_rate, font, render, text_width, thousands,
+    trim_zeros, variant_colour,
 };
 
 /// One bar of [`leak_rate_chart`]: the leak count of one variant under one
@@ -708,7 +708,7 @@ struct Sweep<'a> {
 }
 
 /// A linear f64 axis whose ticks are either plotters' own or given ones
-/// (the log10 positions of [`log_ticks`] on a log-transformed axis).
+/// (log10 positions on a log-transformed axis).
 struct Ticked {
     inner: RangedCoordf64,
     ticks: Option<Vec<f64>>,
@@ -732,6 +732,65 @@ impl Ranged for Ticked {
     fn range(&self) -> std::ops::Range<f64> {
         self.inner.range()
     }
+}
+
+/// Width of the sweep chart's y label area, in pixels.
+const Y_LABEL_AREA: i32 = 78;
+/// Font size of axis tick labels.
+const TICK_SIZE: f64 = 14.0;
+
+/// Width in pixels of the plot of a sweep chart `width` pixels wide: the
+/// picture less its 10 px left margin, the rate axis's labels and the legend.
+fn sweep_plot_width(width: i32) -> i32 {
+    width - 10 - Y_LABEL_AREA - LEGEND_W
+}
+
+/// The x range of a sweep chart in axis units (log10 of the value on a log
+/// axis) for the swept values `xs`: their span and 4% more on each side;
+/// around a single value, half a decade on each side on a log axis, half
+/// the value on each side on a linear one (1 on each side of zero).
+fn sweep_x_range(xs: &[f64], log_x: bool) -> (f64, f64) {
+    let fx = |x: f64| if log_x { x.log10() } else { x };
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(fx(x)), b.max(fx(x)))
+        });
+    if lo < hi {
+        let d = (hi - lo) * 0.04;
+        (lo - d, hi + d)
+    } else if log_x {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        let d = if lo == 0.0 { 1.0 } else { lo.abs() / 2.0 };
+        (lo - d, hi + d)
+    }
+}
+
+/// The swept values `xs` (ascending, above zero) to tick on a log axis
+/// spanning `lo..hi` (log10 units) over `plot_px` pixels: all of them if
+/// their labels fit side by side, else every k-th from the first, with the
+/// smallest k that keeps the labels apart. A log sweep spaces its values
+/// evenly on the axis, so the ticks stay evenly spaced.
+fn sweep_log_ticks(xs: &[f64], (lo, hi): (f64, f64), plot_px: i32) -> Vec<f64> {
+    const GAP: i32 = 10;
+    let spans: Vec<(i32, i32)> = xs
+        .iter()
+        .map(|&x| {
+            let c = ((x.log10() - lo) / (hi - lo) * f64::from(plot_px)).round() as i32;
+            let w = text_width(&fmt_sig(x), TICK_SIZE);
+            (c - w / 2, c + w - w / 2)
+        })
+        .collect();
+    (1..=xs.len())
+        .map(|k| (0..xs.len()).step_by(k).collect::<Vec<usize>>())
+        .find(|chosen| {
+            chosen
+                .windows(2)
+                .all(|p| spans[p[0]].1 + GAP <= spans[p[1]].0)
+        })
+        .map(|chosen| chosen.into_iter().map(|i| xs[i]).collect())
+        .unwrap_or_default()
 }
 
 /// Tick positions for a log axis from `lo` to `hi`, as log10 values: the
@@ -806,25 +865,15 @@ impl Paint for Sweep<'_> {
         );
         header(root, self.title, &subtitle)?;
 
-        let (mut xmin, mut xmax) = points
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                (a.min(fx(p.x)), b.max(fx(p.x)))
-            });
+        let mut xs: Vec<f64> = points.iter().map(|p| p.x).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let (xmin, xmax) = sweep_x_range(&xs, self.log_x);
         let ticks = if self.log_x {
-            log_ticks(10f64.powf(xmin), 10f64.powf(xmax))
+            sweep_log_ticks(&xs, (xmin, xmax), sweep_plot_width(w))
         } else {
             Vec::new()
         };
-        if xmin == xmax {
-            let d = (xmin.abs() * 0.1).max(1.0);
-            xmin -= d;
-            xmax += d;
-        } else {
-            let d = (xmax - xmin) * 0.04;
-            xmin -= d;
-            xmax += d;
-        }
         let mut lo = f64::INFINITY;
         let mut hi: f64 = 0.0;
         for p in &points {
@@ -849,19 +898,27 @@ impl Paint for Sweep<'_> {
         let _ = h;
 
         let body = root.margin(HEADER_H as u32, 10, 10, LEGEND_W as u32);
-        // Linear ticks are plotters' own; log ticks are 1-2-5 values.
+        // Linear ticks are plotters' own; log ticks are swept values.
         let x_axis = Ticked {
             inner: (xmin..xmax).into(),
-            ticks: self.log_x.then_some(ticks),
+            ticks: self
+                .log_x
+                .then(|| ticks.iter().map(|x| x.log10()).collect()),
         };
         let mut chart = ChartBuilder::on(&body)
             .x_label_area_size(60)
-            .y_label_area_size(78)
+            .y_label_area_size(Y_LABEL_AREA)
             .build_cartesian_2d(x_axis, rate_axis(ymin, ymax))?;
         let span = xmax - xmin;
         let x_label = |v: &f64| {
             if self.log_x {
-                fmt_sig(10f64.powf(*v))
+                // The swept value itself, not its image through log10.
+                let x = ticks
+                    .iter()
+                    .copied()
+                    .min_by(|a, b| (a.log10() - v).abs().total_cmp(&(b.log10() - v).abs()))
+                    .unwrap_or(10f64.powf(*v));
+                fmt_sig(x)
             } else {
                 fmt_tick(*v, span)
             }
@@ -1315,5 +1372,172 @@ mod tests {
             .map(|v| fmt_decade(*v))
             .collect();
         assert_eq!(d, ["1e-5", "1e-4", "1e-3", "0.01", "0.1", "1"]);
+    }
+
+    #[test]
+    fn one_value_gets_a_range_around_it() {
+        assert_eq!(sweep_x_range(&[0.01], false), (0.005, 0.015));
+        assert_eq!(sweep_x_range(&[4.0], false), (2.0, 6.0));
+        assert_eq!(sweep_x_range(&[0.0], false), (-1.0, 1.0));
+        assert_eq!(sweep_x_range(&[100.0], true), (1.5, 2.5));
+        let (a, b) = sweep_x_range(&[1.0, 2.0], false);
+        assert!((a - 0.96).abs() < 1e-12 && (b - 2.04).abs() < 1e-12);
+    }
+
+    #[test]
+    fn log_ticks_thin_out_evenly_when_labels_would_touch() {
+        crate::report::ensure_font(Path::new("x.svg")).unwrap();
+        let xs: Vec<f64> = (0..25).map(|i| 1e-4 * 10f64.powf(i as f64 / 8.0)).collect();
+        let range = sweep_x_range(&xs, true);
+        // Wide enough: every value.
+        let four = sweep_x_range(&xs[..4], true);
+        assert_eq!(sweep_log_ticks(&xs[..4], four, 722), xs[..4].to_vec());
+        let t = sweep_log_ticks(&xs, range, 722);
+        assert!(t.len() >= 5 && t.len() < xs.len(), "{t:?}");
+        assert_eq!(t[0], xs[0]);
+        let k = xs.iter().position(|x| *x == t[1]).unwrap();
+        for (i, x) in t.iter().enumerate() {
+            assert_eq!(*x, xs[i * k], "every {k}-th value");
+        }
+        // A narrower plot keeps fewer.
+        assert!(sweep_log_ticks(&xs, range, 300).len() < t.len());
+        assert_eq!(sweep_log_ticks(&xs[..1], (-4.5, -3.5), 722), vec![xs[0]]);
+    }
+
+    /// `n` points log-spaced from `lo` to `hi`, the way `sweep --log` spaces
+    /// them; every point of pre-8095 has leaks, so each has a dot.
+    fn log_sweep(lo: f64, hi: f64, n: usize) -> Vec<SweepPoint> {
+        (0..n)
+            .flat_map(|i| {
+                let t = i as f64 / (n - 1) as f64;
+                let x = 10f64.powf(lo.log10() + t * (hi / lo).log10());
+                [("pre-8095", 5), ("pr-8095", 0)].map(|(v, k)| {
+                    let (ci_low, ci_high) = wilson(k, 10_000);
+                    SweepPoint {
+                        variant: v.into(),
+                        x,
+                        runs: 10_000,
+                        leaks: k,
+                        rate: k as f64 / 10_000.0,
+                        ci_low,
+                        ci_high,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The x axis's tick labels: centred text below the plot.
+    fn x_labels(svg: &str) -> Vec<svg::SvgText> {
+        let texts = svg::texts(svg);
+        let axis_y = texts
+            .iter()
+            .filter(|t| t.text.starts_with("pause probability (per step)"))
+            .map(|t| t.y)
+            .next()
+            .expect("axis name");
+        texts
+            .into_iter()
+            .filter(|t| t.anchor == "middle" && t.y > 500 && t.y < axis_y)
+            .collect()
+    }
+
+    #[test]
+    fn log_sweep_ticks_sit_on_the_swept_values_without_overlap() {
+        for (lo, hi, n) in [(0.0002, 0.002, 4), (1e-4, 0.1, 7), (1e-4, 0.1, 25)] {
+            let pts = log_sweep(lo, hi, n);
+            let path = Scratch::new("sweep_ticks.svg");
+            sweep_chart_scaled(&pts, "pause probability", "per step", "Log", true, &path).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            let labels = x_labels(&svg);
+            assert!(labels.len() >= 3.min(n), "{n} points: {labels:?}");
+            // Each label names a swept value and sits on its dot.
+            let dots: Vec<i32> = svg::circles(&svg)
+                .iter()
+                .filter(|c| c.fill == colour_hex(variant_colour("pre-8095", 0)) && c.r == 5)
+                .map(|c| c.cx)
+                .collect();
+            assert_eq!(dots.len(), n, "one dot per point");
+            let swept: Vec<String> = pts.iter().map(|p| fmt_sig(p.x)).collect();
+            for l in &labels {
+                assert!(swept.contains(&l.text), "{:?} is not a swept value", l.text);
+                let i = swept.iter().position(|s| *s == l.text).unwrap() / 2;
+                assert!(
+                    (l.x - dots[i]).abs() <= 1,
+                    "{} at x {} but its point at {}",
+                    l.text,
+                    l.x,
+                    dots[i]
+                );
+            }
+            // When their labels fit, every point is labelled.
+            if n <= 7 {
+                assert_eq!(labels.len(), n, "{labels:?}");
+            }
+            for pair in labels.windows(2) {
+                let (a, b) = (pair[0].span(), pair[1].span());
+                assert!(
+                    a.1 + 4 <= b.0,
+                    "{:?} and {:?} collide",
+                    pair[0].text,
+                    pair[1].text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_point_sweep_has_a_range_around_the_point() {
+        for (x, log_x) in [(0.01, false), (0.01, true), (4.0, false), (250.0, true)] {
+            let pts: Vec<SweepPoint> = log_sweep(x, 2.0 * x, 2)
+                .into_iter()
+                .take(2)
+                .map(|p| SweepPoint { x, ..p })
+                .collect();
+            let path = Scratch::new("sweep_one.svg");
+            sweep_chart_scaled(&pts, "pause probability", "per step", "One", log_x, &path).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            let labels = x_labels(&svg);
+            let values: Vec<f64> = labels
+                .iter()
+                .map(|l| {
+                    l.text
+                        .parse::<f64>()
+                        .unwrap_or_else(|_| panic!("{:?}", l.text))
+                })
+                .collect();
+            assert!(!values.is_empty());
+            // Every tick is within a factor of ten of the point, none at or
+            // below zero, and the point itself is labelled in the middle.
+            for v in &values {
+                assert!(
+                    *v > 0.0 && *v >= x / 10.0 && *v <= x * 10.0,
+                    "{x}: ticks {values:?}"
+                );
+            }
+            let at = labels
+                .iter()
+                .find(|l| l.text.parse::<f64>().ok() == Some(x))
+                .unwrap_or_else(|| panic!("{x} not labelled: {values:?}"));
+            let dot = svg::circles(&svg)
+                .into_iter()
+                .find(|c| c.r == 5)
+                .expect("the point's dot");
+            assert!(
+                (at.x - dot.cx).abs() <= 1,
+                "label at {}, point at {}",
+                at.x,
+                dot.cx
+            );
+            // The point is in the middle of the plot: 10 px left margin and
+            // a 78 px label area, then the plot up to the legend.
+            let (left, right) = (10 + 78, 1100 - LEGEND_W);
+            let mid = (left + right) / 2;
+            assert!(
+                (dot.cx - mid).abs() < 20,
+                "{x}: point at {} of {left}..{right}",
+                dot.cx
+            );
+        }
     }
 }
