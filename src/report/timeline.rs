@@ -388,6 +388,8 @@ struct Layout<'a> {
     holds: Vec<Hold>,
     /// Mutex object ids in order of first hold, for colours and legend.
     mutexes: Vec<u32>,
+    /// One colour per name of [`Layout::mutex_names`], in that order.
+    mutex_colours: Vec<RGBColor>,
     notes: Vec<NoteLabel>,
     /// The leaking window as event indices (clear, C3 or trace end).
     band: Option<(usize, Option<usize>)>,
@@ -588,6 +590,16 @@ impl<'a> Layout<'a> {
             y += lane.height;
         }
         let plot_bottom = y;
+        let mutex_colours = {
+            let mut names: Vec<&str> = Vec::new();
+            for &m in &mutexes {
+                let n = trace.objects.get(m as usize).map_or("?", |(_, n)| &**n);
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            mutex_palette(names.len())
+        };
         let mut layout = Layout {
             trace,
             title,
@@ -604,6 +616,7 @@ impl<'a> Layout<'a> {
             lane_of,
             holds,
             mutexes,
+            mutex_colours,
             notes,
             band,
             cached_in_band,
@@ -714,27 +727,19 @@ impl<'a> Layout<'a> {
         self.px(self.value(i))
     }
 
-    /// Mutexes of the same name (one per child, say) share a colour.
+    /// Each name of a mutex shown has a colour of its own; mutexes of the
+    /// same name (one per child, say) share it.
     fn mutex_colour(&self, obj: u32) -> RGBColor {
-        const MUTEX: [RGBColor; 10] = [
-            RGBColor(0, 114, 178),
-            RGBColor(213, 94, 0),
-            RGBColor(0, 158, 115),
-            RGBColor(204, 121, 167),
-            RGBColor(230, 159, 0),
-            RGBColor(86, 180, 233),
-            RGBColor(140, 86, 75),
-            RGBColor(120, 120, 120),
-            RGBColor(188, 189, 34),
-            RGBColor(40, 40, 140),
-        ];
         let name = self.object_name(obj);
         let i = self
             .mutex_names()
             .iter()
             .position(|m| *m == name)
             .unwrap_or(0);
-        MUTEX[i % MUTEX.len()]
+        self.mutex_colours
+            .get(i)
+            .copied()
+            .unwrap_or(RGBColor(120, 120, 120))
     }
 
     /// Distinct names of the mutexes held, in order of first hold.
@@ -817,6 +822,73 @@ impl<'a> Layout<'a> {
             }
         }
     }
+}
+
+/// `n` colours for as many mutexes, each far from every other: ten chosen
+/// ones while they suffice; beyond, as many hues evenly spaced around the
+/// perceptual (OKLCH) colour circle, at three lightnesses in turn (so that
+/// hues of the same lightness are three steps apart), handed out in an
+/// order that gives mutexes next to each other in the legend hues far
+/// apart.
+fn mutex_palette(n: usize) -> Vec<RGBColor> {
+    const CHOSEN: [RGBColor; 10] = [
+        RGBColor(0, 114, 178),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+        RGBColor(140, 86, 75),
+        RGBColor(120, 120, 120),
+        RGBColor(188, 189, 34),
+        RGBColor(40, 40, 140),
+    ];
+    if n <= CHOSEN.len() {
+        return CHOSEN[..n].to_vec();
+    }
+    // A multiple of three, so that the last hue and the first, neighbours
+    // on the circle, differ in lightness too.
+    let hues = n.div_ceil(3) * 3;
+    let ring: Vec<RGBColor> = (0..hues)
+        .map(|i| {
+            let light = [0.42, 0.6, 0.78][i % 3];
+            oklch(light, 0.17, i as f64 / hues as f64 * std::f64::consts::TAU)
+        })
+        .collect();
+    // Walk the circle in steps of about 3/8 of a turn, a step coprime with
+    // its length so that every hue is visited once.
+    let step = (3 * hues / 8..hues)
+        .find(|&k| gcd(k, hues) == 1)
+        .unwrap_or(1);
+    (0..n).map(|i| ring[i * step % hues]).collect()
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// An sRGB colour from OKLCH lightness, chroma and hue (radians), clipped
+/// to the gamut.
+fn oklch(l: f64, c: f64, h: f64) -> RGBColor {
+    let (a, b) = (c * h.cos(), c * h.sin());
+    let l_ = (l + 0.396_337_777_4 * a + 0.215_803_757_3 * b).powi(3);
+    let m_ = (l - 0.105_561_345_8 * a - 0.063_854_172_8 * b).powi(3);
+    let s_ = (l - 0.089_484_177_5 * a - 1.291_485_548_0 * b).powi(3);
+    let lin = [
+        4.076_741_662_1 * l_ - 3.307_711_591_3 * m_ + 0.230_969_929_2 * s_,
+        -1.268_438_004_6 * l_ + 2.609_757_401_1 * m_ - 0.341_319_396_5 * s_,
+        -0.004_196_086_3 * l_ - 0.703_418_614_7 * m_ + 1.707_614_701_0 * s_,
+    ];
+    let [r, g, b] = lin.map(|v| {
+        let v = v.clamp(0.0, 1.0);
+        let e = if v <= 0.003_130_8 {
+            12.92 * v
+        } else {
+            1.055 * v.powf(1.0 / 2.4) - 0.055
+        };
+        (e * 255.0).round() as u8
+    });
+    RGBColor(r, g, b)
 }
 
 fn lane_label(l: &Lane) -> String {
@@ -1303,7 +1375,7 @@ impl Paint for Layout<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Scratch;
+    use crate::report::{Scratch, svg};
     use crate::sim::strategy::RandomStrategy;
     use crate::sim::{self, Mutex, RunConfig, Sim};
     use std::rc::Rc;
@@ -1513,5 +1585,54 @@ mod tests {
         let trace = small_trace(4);
         let layout = Layout::new(&trace, "t", 0, trace.events.len(), TimelineAxis::Auto);
         assert_eq!(layout.axis, Axis::Step);
+    }
+
+    #[test]
+    fn mutexes_in_view_have_distinct_colours() {
+        for k in [3, 10, 14, 24] {
+            let mut sim = Sim::new(Box::new(RandomStrategy::new()));
+            let mut cfg = RunConfig::new(1);
+            cfg.trace = true;
+            let report = sim.run(&cfg, async move {
+                let mus: Vec<Mutex> = (0..k).map(|i| Mutex::new(format!("m{i}.mu"))).collect();
+                for m in &mus {
+                    let g = m.lock().await;
+                    g.unlock().await;
+                }
+            });
+            let trace = report.trace.unwrap();
+            let layout = Layout::new(&trace, "t", 0, trace.events.len(), TimelineAxis::Auto);
+            assert_eq!(layout.mutex_names().len(), k);
+            let colours: Vec<RGBColor> = layout
+                .mutexes
+                .iter()
+                .map(|&m| layout.mutex_colour(m))
+                .collect();
+            for (i, a) in colours.iter().enumerate() {
+                for (j, b) in colours.iter().enumerate().skip(i + 1) {
+                    let d = ((f64::from(a.0) - f64::from(b.0)).powi(2)
+                        + (f64::from(a.1) - f64::from(b.1)).powi(2)
+                        + (f64::from(a.2) - f64::from(b.2)).powi(2))
+                    .sqrt();
+                    assert!(
+                        d > 40.0,
+                        "{k} mutexes: m{i} {a:?} and m{j} {b:?} are alike ({d:.0})"
+                    );
+                }
+            }
+            // The legend shows each in its own colour.
+            let path = Scratch::new("mutexes.svg");
+            timeline(&trace, "t", &path, None).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            let legend: Vec<String> = svg::rects(&svg)
+                .into_iter()
+                .filter(|r| r.w == 24 && r.h == 12 && r.stroke == "none")
+                .map(|r| r.fill)
+                .collect();
+            let mut distinct = legend.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), k, "{legend:?}");
+        }
     }
 }
