@@ -4,6 +4,10 @@
 //! the balancergroup's `Close` (from clearing the deleted-child cache to
 //! closing the children in the map) shaded across all lanes.
 //!
+//! Note labels are stacked in rows above their lane so that no two overlap
+//! and, wherever the notes allow it, no label's line down to its event
+//! crosses another label. Every mutex shown has a colour of its own.
+//!
 //! The x axis is either virtual time or the step number (the event's index
 //! in the trace, which is also its line in the rendered trace text). Under
 //! the untimed strategies many steps happen at the same virtual time, so by
@@ -294,7 +298,6 @@ struct Lane {
 }
 
 struct NoteLabel {
-    idx: usize,
     lane: usize,
     row: usize,
     /// Pixel x of the event; the text starts there, or ends there if flipped.
@@ -368,7 +371,8 @@ const LEGEND_ROW: i32 = 22;
 const HEADER: i32 = 96;
 const ROW_H: i32 = 15;
 const NOTE_SIZE: f64 = 12.0;
-const MAX_ROWS: usize = 8;
+/// Pixels kept free between two labels in a row.
+const NOTE_GAP: i32 = 8;
 const BAR_ZONE: i32 = 30;
 
 struct Layout<'a> {
@@ -547,9 +551,9 @@ impl<'a> Layout<'a> {
             })
             .collect();
 
-        // Notes packed into rows above each lane's bar zone.
-        let mut rows: Vec<Vec<i32>> = vec![Vec::new(); lanes.len()];
+        // Notes stacked in rows above each lane's bar zone.
         let mut notes = Vec::new();
+        let mut extents: Vec<Vec<(i32, i32, i32)>> = vec![Vec::new(); lanes.len()];
         for (i, e) in events.iter().enumerate() {
             let idx = a + i;
             let Some(text) = e.note.as_deref() else {
@@ -560,32 +564,28 @@ impl<'a> Layout<'a> {
             let w = text_width(text, NOTE_SIZE) + 8;
             let flipped = x + w > x1 + 20;
             let (l, r) = if flipped { (x - w, x) } else { (x, x + w) };
-            let lane_rows = &mut rows[lane];
-            let row = match lane_rows.iter().position(|&free| free <= l) {
-                Some(r) => r,
-                None if lane_rows.len() < MAX_ROWS => {
-                    lane_rows.push(i32::MIN);
-                    lane_rows.len() - 1
-                }
-                None => (0..lane_rows.len())
-                    .min_by_key(|&r| lane_rows[r])
-                    .unwrap_or(0),
-            };
-            lane_rows[row] = lane_rows[row].max(r);
+            extents[lane].push((l, r, x));
             notes.push(NoteLabel {
-                idx,
                 lane,
-                row,
+                row: 0,
                 x,
                 flipped,
                 text: text.to_string(),
                 hot: cached_in_band.contains(&idx),
             });
         }
+        let mut rows = vec![0; lanes.len()];
+        for (lane, ext) in extents.iter().enumerate() {
+            let (placed, n) = stack_labels(ext);
+            rows[lane] = n;
+            for (note, &row) in notes.iter_mut().filter(|n| n.lane == lane).zip(&placed) {
+                note.row = row;
+            }
+        }
         let mut y = HEADER;
-        for (lane, r) in lanes.iter_mut().zip(&rows) {
+        for (lane, &r) in lanes.iter_mut().zip(&rows) {
             lane.top = y;
-            lane.height = r.len() as i32 * ROW_H + BAR_ZONE + if r.is_empty() { 0 } else { 4 };
+            lane.height = r as i32 * ROW_H + BAR_ZONE + if r == 0 { 0 } else { 4 };
             lane.mid = y + lane.height - BAR_ZONE / 2;
             y += lane.height;
         }
@@ -889,6 +889,56 @@ fn oklch(l: f64, c: f64, h: f64) -> RGBColor {
         (e * 255.0).round() as u8
     });
     RGBColor(r, g, b)
+}
+
+/// Rows for the note labels of one lane, row 0 on top. `labels[i]` is the
+/// pixel extent of label i's text and the x of its line down to its event
+/// (through every row below its own); labels are placed in order. A label
+/// goes in the first row where its text keeps clear of the texts there and
+/// of the lines passing through, and where its own line crosses no text
+/// below; failing that, in a new row inserted where the same holds, tried
+/// from the bottom up; failing even that (two labels each covering the
+/// other's line), in a new bottom row, where no text is in its way. Returns
+/// each label's row and the number of rows.
+fn stack_labels(labels: &[(i32, i32, i32)]) -> (Vec<usize>, usize) {
+    const LINE: i32 = 3;
+    let mut row: Vec<usize> = Vec::with_capacity(labels.len());
+    let mut n = 0;
+    for (j, &(l, r, x)) in labels.iter().enumerate() {
+        let placed = &labels[..j];
+        // Whether the label fits at row `p`: an existing one, or a new one
+        // inserted there (pushing rows `p..` down).
+        let fits = |p: usize, new: bool| {
+            placed.iter().zip(&row).all(|(&(pl, pr, px), &pr_row)| {
+                let above = pr_row < p;
+                let same = !new && pr_row == p;
+                if above {
+                    // Its line passes through row p.
+                    !(l - LINE < px && px < r + LINE)
+                } else if same {
+                    r + NOTE_GAP <= pl || pr + NOTE_GAP <= l
+                } else {
+                    // Below: our line passes by its text.
+                    !(pl - LINE < x && x < pr + LINE)
+                }
+            })
+        };
+        let p = match (0..n).find(|&p| fits(p, false)) {
+            Some(p) => p,
+            None => {
+                let p = (0..=n).rev().find(|&p| fits(p, true)).unwrap_or(n);
+                for q in &mut row {
+                    if *q >= p {
+                        *q += 1;
+                    }
+                }
+                n += 1;
+                p
+            }
+        };
+        row.push(p);
+    }
+    (row, n)
 }
 
 fn lane_label(l: &Lane) -> String {
@@ -1240,27 +1290,52 @@ impl Paint for Layout<'_> {
             draw_mark(root, mark, colour, (self.ex(i), self.lanes[lane].mid))?;
         }
 
-        // Notes.
+        // Notes: the lines down to the events first, then the labels. A
+        // label that a line must cross (see `stack_labels`) gets a backing
+        // in its lane's colour, so that the line stops at it.
+        let colour = |n: &NoteLabel| if n.hot { HOT } else { RGBColor(30, 30, 30) };
+        let row_y = |n: &NoteLabel| self.lanes[n.lane].top + 3 + n.row as i32 * ROW_H;
         for n in &self.notes {
-            let lane = &self.lanes[n.lane];
-            let y = lane.top + 3 + n.row as i32 * ROW_H;
-            let colour = if n.hot { HOT } else { RGBColor(30, 30, 30) };
+            let mid = self.lanes[n.lane].mid;
             root.draw(&PathElement::new(
-                vec![(n.x, y + 2), (n.x, lane.mid)],
-                colour.mix(0.5).stroke_width(1),
+                vec![(n.x, row_y(n) + 2), (n.x, mid)],
+                colour(n).mix(0.5).stroke_width(1),
             ))?;
-            root.draw(&Circle::new((n.x, lane.mid), 3, colour.filled()))?;
+            root.draw(&Circle::new((n.x, mid), 3, colour(n).filled()))?;
+        }
+        for n in &self.notes {
+            let y = row_y(n);
+            let w = text_width(&n.text, NOTE_SIZE);
+            let (l, r) = if n.flipped {
+                (n.x - 3 - w, n.x - 3)
+            } else {
+                (n.x + 3, n.x + 3 + w)
+            };
+            let crossed = self
+                .notes
+                .iter()
+                .any(|m| m.lane == n.lane && m.row < n.row && l - 2 <= m.x && m.x <= r + 2);
+            if crossed {
+                let back = if n.lane % 2 == 1 {
+                    RGBColor(246, 246, 246)
+                } else {
+                    WHITE
+                };
+                root.draw(&Rectangle::new(
+                    [(l - 2, y), (r + 2, y + ROW_H - 2)],
+                    back.mix(0.9).filled(),
+                ))?;
+            }
             let (x, h) = if n.flipped {
                 (n.x - 3, HPos::Right)
             } else {
                 (n.x + 3, HPos::Left)
             };
-            let _ = n.idx;
             text(
                 root,
                 &n.text,
                 (x, y),
-                &font(NOTE_SIZE).color(&colour),
+                &font(NOTE_SIZE).color(&colour(n)),
                 h,
                 VPos::Top,
             )?;
@@ -1585,6 +1660,87 @@ mod tests {
         let trace = small_trace(4);
         let layout = Layout::new(&trace, "t", 0, trace.events.len(), TimelineAxis::Auto);
         assert_eq!(layout.axis, Axis::Step);
+    }
+
+    /// A task that writes `n` long notes in a row, then yields `tail` times.
+    fn chatty_trace(n: usize, tail: usize) -> Trace {
+        let mut sim = Sim::new(Box::new(RandomStrategy::new()));
+        let mut cfg = RunConfig::new(3);
+        cfg.trace = true;
+        let report = sim.run(&cfg, async move {
+            sim::go("chatty", async move {
+                for i in 0..n {
+                    sim::note(|| {
+                        format!(
+                            "chatty: step {i} of the state machine ({})",
+                            "#".repeat(i % 7 * 4)
+                        )
+                    });
+                }
+                for _ in 0..tail {
+                    sim::yield_now().await;
+                }
+            })
+            .await;
+        });
+        report.trace.expect("trace on")
+    }
+
+    /// A label's text, its left and right, and its top and bottom.
+    type LabelBox = (String, (i32, i32), (i32, i32));
+
+    /// Note labels drawn into `svg`.
+    fn note_boxes(svg: &str) -> Vec<LabelBox> {
+        svg::texts(svg)
+            .into_iter()
+            .filter(|t| t.fill == "#1E1E1E" && t.dy == "0.76em")
+            .map(|t| (t.text.clone(), t.span(), t.rows()))
+            .collect()
+    }
+
+    #[test]
+    fn note_labels_do_not_overlap() {
+        for (n, tail, leaders_clear) in [(40, 60, true), (30, 0, false), (12, 0, false)] {
+            let trace = chatty_trace(n, tail);
+            let path = Scratch::new("chatty.svg");
+            let opts = TimelineOptions {
+                window: TimelineWindow::All,
+                ..TimelineOptions::default()
+            };
+            timeline_with(&trace, "Chatty", &path, &opts).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            let boxes = note_boxes(&svg);
+            assert_eq!(boxes.len(), n);
+            for (i, a) in boxes.iter().enumerate() {
+                for b in &boxes[i + 1..] {
+                    assert!(
+                        !(svg::overlap(a.1, b.1) && svg::overlap(a.2, b.2)),
+                        "{n} notes: {a:?} and {b:?} overlap"
+                    );
+                }
+            }
+            if !leaders_clear {
+                continue;
+            }
+            // The line from each label down to its event crosses no other label.
+            let leaders: Vec<(i32, i32, i32)> = svg::paths(&svg)
+                .into_iter()
+                .filter(|p| {
+                    p.stroke == "#1E1E1E" && p.points.len() == 2 && p.points[0].0 == p.points[1].0
+                })
+                .map(|p| (p.points[0].0, p.points[0].1, p.points[1].1))
+                .collect();
+            assert_eq!(leaders.len(), n);
+            for &(x, y0, y1) in &leaders {
+                for (text, (l, r), (t, b)) in &boxes {
+                    let own = (*t - y0).abs() <= 3 && (*l - x).abs() <= 4;
+                    assert!(
+                        own || !(*l < x && x < *r && svg::overlap((y0, y1), (*t, *b))),
+                        "the line at x {x} from y {y0} to {y1} crosses {text:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
