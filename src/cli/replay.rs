@@ -91,8 +91,12 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.timeline {
         let title = format!("{} — {} seed {}", scenario.name, variant, seed);
+        let opts = report::TimelineOptions {
+            end: Some(report::TimelineEnd::of(&report)),
+            ..report::TimelineOptions::default()
+        };
         // The error names the file.
-        report::timeline(trace, &title, path, None)?;
+        report::timeline_with(trace, &title, path, &opts)?;
         out.push_str(&format!("timeline: {}\n", path.display()));
     }
     out.push('\n');

@@ -23,7 +23,9 @@ use plotters::style::FontStyle;
 
 pub use chart::{RateBar, SweepPoint, leak_rate_chart, sweep_chart, sweep_chart_scaled};
 pub use summary::*;
-pub use timeline::{TimelineAxis, TimelineOptions, TimelineWindow, timeline, timeline_with};
+pub use timeline::{
+    TimelineAxis, TimelineEnd, TimelineOptions, TimelineWindow, timeline, timeline_with,
+};
 
 /// Why a chart could not be written. Every variant names the target file.
 #[derive(Debug, thiserror::Error)]

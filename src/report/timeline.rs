@@ -2,7 +2,9 @@
 //! bars, channel, event, timer and `go` operations as marks, trace notes as
 //! labels on the lane of the task that wrote them, and the leaking window of
 //! the balancergroup's `Close` (from clearing the deleted-child cache to
-//! closing the children in the map) shaded across all lanes.
+//! closing the children in the map) shaded across all lanes. Given how the
+//! run ended ([`TimelineEnd`]), the title names the outcome and a panic is
+//! marked at the panicking task's last event, with its message.
 //!
 //! Note labels are stacked in rows above their lane so that no two overlap
 //! and, wherever the notes allow it, no label's line down to its event
@@ -26,7 +28,7 @@ use super::{
     trim_zeros,
 };
 use crate::sim::trace::fmt_time;
-use crate::sim::{Op, TaskId, Trace};
+use crate::sim::{Op, Outcome, RunReport, TaskId, Trace};
 
 /// Which quantity the x axis shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,10 +59,64 @@ pub enum TimelineWindow {
     Steps(usize, usize),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimelineOptions {
     pub window: TimelineWindow,
     pub axis: TimelineAxis,
+    /// How the run ended, if known: named in the title; a panic is marked.
+    pub end: Option<TimelineEnd>,
+}
+
+/// How the run drawn ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineEnd {
+    pub outcome: Outcome,
+    /// The task that panicked and the panic's message.
+    pub panic: Option<(TaskId, String)>,
+}
+
+impl TimelineEnd {
+    /// The outcome of `report` and, for a panic, the task that panicked.
+    /// The report names it only by name: it is the task of that name left
+    /// runnable (it was running when it panicked); if there are several, or
+    /// none, the one of them (or of all tasks of that name) whose last event
+    /// in the trace is the latest.
+    pub fn of(report: &RunReport) -> Self {
+        let panic = report.panic.as_ref().and_then(|p| {
+            let runnable: Vec<TaskId> = report
+                .alive
+                .iter()
+                .filter(|t| t.name == p.task && t.state == "runnable")
+                .map(|t| t.id)
+                .collect();
+            let task = match (&runnable[..], report.trace.as_ref()) {
+                ([t], _) => *t,
+                (_, Some(trace)) => {
+                    let named: Vec<TaskId> = (0..trace.tasks.len() as u32)
+                        .map(TaskId)
+                        .filter(|&t| trace.task_name(t) == p.task)
+                        .collect();
+                    let among = if runnable.is_empty() { named } else { runnable };
+                    among.into_iter().max_by_key(|&t| last_event_of(trace, t))?
+                }
+                (_, None) => *runnable.first()?,
+            };
+            Some((task, p.message.clone()))
+        });
+        TimelineEnd {
+            outcome: report.outcome,
+            panic,
+        }
+    }
+}
+
+/// The last event of task `t`: its last operation, or its spawn if it has
+/// none.
+fn last_event_of(trace: &Trace, t: TaskId) -> Option<usize> {
+    (0..trace.events.len()).rev().find(|&i| {
+        let e = &trace.events[i];
+        e.task == Some(t) || (e.op == Op::Spawn && e.obj.0 == t.0)
+    })
 }
 
 /// Draws `trace` as a timeline into `path` (PNG or SVG by extension).
@@ -84,6 +140,7 @@ pub fn timeline(
         &TimelineOptions {
             window,
             axis: TimelineAxis::Auto,
+            end: None,
         },
     )
 }
@@ -102,12 +159,26 @@ pub fn timeline_with(
     if trace.events.is_empty() {
         return Err(empty("the trace has no events (was tracing on?)".into()));
     }
-    let (a, b) = window_range(trace, opts.window);
+    let (mut a, mut b) = window_range(trace, opts.window);
+    // The automatic window shows a panic too.
+    let panicked = opts
+        .end
+        .as_ref()
+        .and_then(|e| e.panic.as_ref())
+        .and_then(|(t, _)| last_event_of(trace, *t));
+    if let (TimelineWindow::Auto, Some(i)) = (opts.window, panicked) {
+        if i < a {
+            a = i.saturating_sub(15);
+        }
+        if i >= b {
+            b = (i + 10).min(trace.events.len());
+        }
+    }
     if a >= b {
         return Err(empty(format!("no event in the window {:?}", opts.window)));
     }
     ensure_font(path)?;
-    let layout = Layout::new(trace, title, a, b, opts.axis);
+    let layout = Layout::with_end(trace, title, a, b, opts.axis, opts.end.as_ref());
     render(path, (layout.width as u32, layout.height as u32), &layout)
 }
 
@@ -290,6 +361,7 @@ struct Lane {
     task: Option<TaskId>,
     name: String,
     never_exits: bool,
+    panicked: bool,
     /// Another lane has the same name: show the task id too.
     show_id: bool,
     top: i32,
@@ -314,7 +386,10 @@ enum LegendItem<'a> {
     Mutex(u32, &'a str),
     Waiting,
     Band(String),
+    Panic,
 }
+
+const PANIC_LEGEND: &str = "panic (at the task's last event)";
 
 const WAITING: &str = "outline: waiting for the mutex";
 
@@ -377,7 +452,8 @@ const BAR_ZONE: i32 = 30;
 
 struct Layout<'a> {
     trace: &'a Trace,
-    title: &'a str,
+    /// The title, with the outcome when it is known.
+    title: String,
     a: usize,
     b: usize,
     axis: Axis,
@@ -394,6 +470,8 @@ struct Layout<'a> {
     mutexes: Vec<u32>,
     /// One colour per name of [`Layout::mutex_names`], in that order.
     mutex_colours: Vec<RGBColor>,
+    /// The panicking task's last event and the task.
+    panic_at: Option<(usize, TaskId)>,
     notes: Vec<NoteLabel>,
     /// The leaking window as event indices (clear, C3 or trace end).
     band: Option<(usize, Option<usize>)>,
@@ -403,7 +481,29 @@ struct Layout<'a> {
 }
 
 impl<'a> Layout<'a> {
-    fn new(trace: &'a Trace, title: &'a str, a: usize, b: usize, axis: TimelineAxis) -> Self {
+    #[cfg(test)]
+    fn new(trace: &'a Trace, title: &str, a: usize, b: usize, axis: TimelineAxis) -> Self {
+        Self::with_end(trace, title, a, b, axis, None)
+    }
+
+    fn with_end(
+        trace: &'a Trace,
+        title: &str,
+        a: usize,
+        b: usize,
+        axis: TimelineAxis,
+        end: Option<&TimelineEnd>,
+    ) -> Self {
+        let title = match end {
+            Some(e) => format!("{title} — outcome: {}", e.outcome),
+            None => title.to_string(),
+        };
+        let panic_at = end
+            .and_then(|e| e.panic.as_ref())
+            .and_then(|(t, _)| Some((last_event_of(trace, *t)?, *t)));
+        let panic_message = end
+            .and_then(|e| e.panic.as_ref())
+            .map(|(_, m)| panic_label(m));
         let events = &trace.events[a..b];
         let distinct = {
             let mut times: Vec<u64> = events.iter().map(|e| e.time).collect();
@@ -509,6 +609,7 @@ impl<'a> Layout<'a> {
                     task,
                     name,
                     never_exits,
+                    panicked: task.is_some() && panic_at.is_some_and(|(_, t)| task == Some(t)),
                     show_id: false,
                     top: 0,
                     height: 0,
@@ -551,17 +652,24 @@ impl<'a> Layout<'a> {
             })
             .collect();
 
-        // Notes stacked in rows above each lane's bar zone.
+        // Notes stacked in rows above each lane's bar zone; a panic's
+        // message is one more, in red.
         let mut notes = Vec::new();
         let mut extents: Vec<Vec<(i32, i32, i32)>> = vec![Vec::new(); lanes.len()];
-        for (i, e) in events.iter().enumerate() {
-            let idx = a + i;
-            let Some(text) = e.note.as_deref() else {
+        let panic_note = panic_at
+            .filter(|(i, _)| (a..b).contains(i))
+            .zip(panic_message);
+        let texts = events
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((a + i, e.task, e.note.as_deref()?.to_string(), false)))
+            .chain(panic_note.map(|((i, t), m)| (i, Some(t), m, true)));
+        for (idx, task, text, is_panic) in texts {
+            let Some(&lane) = lane_of.get(&task) else {
                 continue;
             };
-            let lane = lane_of[&e.task];
             let x = to_px(value(idx));
-            let w = text_width(text, NOTE_SIZE) + 8;
+            let w = text_width(&text, NOTE_SIZE) + 8;
             let flipped = x + w > x1 + 20;
             let (l, r) = if flipped { (x - w, x) } else { (x, x + w) };
             extents[lane].push((l, r, x));
@@ -570,8 +678,8 @@ impl<'a> Layout<'a> {
                 row: 0,
                 x,
                 flipped,
-                text: text.to_string(),
-                hot: cached_in_band.contains(&idx),
+                hot: is_panic || cached_in_band.contains(&idx),
+                text,
             });
         }
         let mut rows = vec![0; lanes.len()];
@@ -617,6 +725,7 @@ impl<'a> Layout<'a> {
             holds,
             mutexes,
             mutex_colours,
+            panic_at,
             notes,
             band,
             cached_in_band,
@@ -625,6 +734,12 @@ impl<'a> Layout<'a> {
         let rows = layout.legend().last().map_or(0, |(_, _, row)| *row) + 1;
         layout.height = plot_bottom + LEGEND_GAP + (rows - 1) * LEGEND_ROW + 24;
         layout
+    }
+
+    /// Whether the panicking task's last event is among the events drawn.
+    fn panic_visible(&self) -> bool {
+        self.panic_at
+            .is_some_and(|(i, _)| (self.a..self.b).contains(&i))
     }
 
     /// Whether the leaking window overlaps the events drawn.
@@ -668,6 +783,15 @@ impl<'a> Layout<'a> {
             &mut x,
             &mut row,
         );
+        if self.panic_visible() {
+            place(
+                &mut items,
+                LegendItem::Panic,
+                text_width(PANIC_LEGEND, 13.0) + 48,
+                &mut x,
+                &mut row,
+            );
+        }
         let names = self.mutex_names();
         if !names.is_empty() {
             row += 1;
@@ -941,6 +1065,17 @@ fn stack_labels(labels: &[(i32, i32, i32)]) -> (Vec<usize>, usize) {
     (row, n)
 }
 
+/// The label of a panic: its message's first line, shortened.
+fn panic_label(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("");
+    if line.chars().count() > 100 {
+        let s: String = line.chars().take(99).collect();
+        format!("panic: {s}…")
+    } else {
+        format!("panic: {line}")
+    }
+}
+
 fn lane_label(l: &Lane) -> String {
     let name = if l.name.chars().count() > 44 {
         let s: String = l.name.chars().take(43).collect();
@@ -952,7 +1087,9 @@ fn lane_label(l: &Lane) -> String {
         Some(t) if l.show_id => format!("{name} (task {t})"),
         _ => name,
     };
-    if l.never_exits {
+    if l.panicked {
+        format!("{name} — panicked")
+    } else if l.never_exits {
         format!("{name} — never exits")
     } else {
         name
@@ -1041,6 +1178,28 @@ where
     Ok(())
 }
 
+/// The mark of a panic: a red eight-pointed burst centred on `(x, y)`.
+fn draw_burst<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, (x, y): (i32, i32)) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let pts: Vec<(i32, i32)> = (0..16)
+        .map(|k| {
+            let r = if k % 2 == 0 { 11.0 } else { 5.0 };
+            let a = f64::from(k) * std::f64::consts::PI / 8.0;
+            (
+                x + (r * a.cos()).round() as i32,
+                y + (r * a.sin()).round() as i32,
+            )
+        })
+        .collect();
+    root.draw(&Polygon::new(pts.clone(), HOT.filled()))?;
+    let mut closed = pts;
+    closed.push(closed[0]);
+    root.draw(&PathElement::new(closed, BLACK.stroke_width(1)))?;
+    Ok(())
+}
+
 fn text<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     s: &str,
@@ -1069,12 +1228,12 @@ impl Paint for Layout<'_> {
 
         // Header.
         let mut size = 22.0;
-        while size > 12.0 && text_width(self.title, size) > self.width - 40 {
+        while size > 12.0 && text_width(&self.title, size) > self.width - 40 {
             size -= 1.0;
         }
         text(
             root,
-            self.title,
+            &self.title,
             (self.width / 2, 10),
             &font(size),
             HPos::Center,
@@ -1097,7 +1256,11 @@ impl Paint for Layout<'_> {
                     RGBColor(246, 246, 246).filled(),
                 ))?;
             }
-            let colour = if lane.never_exits { HOT } else { BLACK };
+            let colour = if lane.never_exits || lane.panicked {
+                HOT
+            } else {
+                BLACK
+            };
             text(
                 root,
                 &lane_label(lane),
@@ -1341,6 +1504,14 @@ impl Paint for Layout<'_> {
             )?;
         }
 
+        // The panic, at the task's last event.
+        if let Some((i, t)) = self.panic_at
+            && self.panic_visible()
+            && let Some(&lane) = self.lane_of.get(&Some(t))
+        {
+            draw_burst(root, (self.ex(i), self.lanes[lane].mid))?;
+        }
+
         // Axis.
         root.draw(&PathElement::new(
             vec![(x0, bottom), (x1, bottom)],
@@ -1416,6 +1587,17 @@ impl Paint for Layout<'_> {
                         VPos::Center,
                     )?;
                 }
+                LegendItem::Panic => {
+                    draw_burst(root, (x + 11, y))?;
+                    text(
+                        root,
+                        PANIC_LEGEND,
+                        (x + 28, y),
+                        &legend_font,
+                        HPos::Left,
+                        VPos::Center,
+                    )?;
+                }
                 LegendItem::Waiting => {
                     let rect = [(x, y - 4), (x + 24, y + 4)];
                     root.draw(&Rectangle::new(rect, GREY.stroke_width(1)))?;
@@ -1453,6 +1635,7 @@ mod tests {
     use crate::report::{Scratch, svg};
     use crate::sim::strategy::RandomStrategy;
     use crate::sim::{self, Mutex, RunConfig, Sim};
+    use crate::sim::{Outcome, RunReport};
     use std::rc::Rc;
 
     /// Two tasks contend a mutex; the notes mimic the balancergroup's.
@@ -1536,6 +1719,7 @@ mod tests {
         let opts = TimelineOptions {
             window: TimelineWindow::All,
             axis: TimelineAxis::Time,
+            end: None,
         };
         timeline_with(&trace, "t", &svg_path, &opts).unwrap();
         let svg = std::fs::read_to_string(&svg_path).unwrap();
@@ -1660,6 +1844,130 @@ mod tests {
         let trace = small_trace(4);
         let layout = Layout::new(&trace, "t", 0, trace.events.len(), TimelineAxis::Auto);
         assert_eq!(layout.axis, Axis::Step);
+    }
+
+    /// A run in which "crasher" panics after taking and releasing a mutex
+    /// that "worker" also uses; main waits for a message that never comes.
+    fn panicking_run(seed: u64) -> RunReport {
+        let mut sim = Sim::new(Box::new(RandomStrategy::new()));
+        let mut cfg = RunConfig::new(seed);
+        cfg.trace = true;
+        sim.run(&cfg, async move {
+            let mu = Rc::new(Mutex::new("state.mu"));
+            let never = Rc::new(sim::Unbounded::<()>::new("never"));
+            let m = mu.clone();
+            sim::go("worker", async move {
+                let g = m.lock().await;
+                sim::note(|| "worker: update state".into());
+                g.unlock().await;
+            })
+            .await;
+            sim::go("crasher", async move {
+                sim::note(|| "crasher: begins".into());
+                let g = mu.lock().await;
+                g.unlock().await;
+                sim::yield_now().await;
+                panic!("index out of range");
+            })
+            .await;
+            never.get().await;
+        })
+    }
+
+    fn hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
+
+    #[test]
+    fn outcome_is_in_the_title_and_a_panic_is_marked() {
+        let report = panicking_run(11);
+        assert_eq!(report.outcome, Outcome::Panic);
+        let trace = report.trace.as_ref().unwrap();
+        let end = TimelineEnd::of(&report);
+        let crasher = (0..trace.tasks.len() as u32)
+            .map(TaskId)
+            .find(|&t| trace.task_name(t) == "crasher")
+            .unwrap();
+        assert_eq!(end.outcome, Outcome::Panic);
+        // The report names the task; the one left runnable is the one.
+        assert!(
+            report
+                .alive
+                .iter()
+                .any(|t| t.id == crasher && t.state == "runnable"),
+            "{:?}",
+            report.alive
+        );
+        let (task, message) = end.panic.clone().expect("the panic");
+        assert_eq!(task, crasher);
+        assert!(message.starts_with("index out of range"), "{message}");
+        let last = (0..trace.events.len())
+            .rev()
+            .find(|&i| trace.events[i].task == Some(crasher))
+            .unwrap();
+
+        let path = Scratch::new("panic.svg");
+        let opts = TimelineOptions {
+            end: Some(end),
+            ..TimelineOptions::default()
+        };
+        timeline_with(trace, "Timeline of seed 11", &path, &opts).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let texts = svg::texts(&svg);
+        assert!(
+            texts[0].text.starts_with("Timeline of seed 11")
+                && texts[0].text.contains("outcome: panic"),
+            "title: {:?}",
+            texts[0].text
+        );
+        // The mark: a red burst on the crasher's lane at its last event.
+        let layout = Layout::with_end(
+            trace,
+            "t",
+            0,
+            trace.events.len(),
+            TimelineAxis::Auto,
+            opts.end.as_ref(),
+        );
+        let lane = &layout.lanes[layout.lane_of[&Some(crasher)]];
+        assert!(
+            lane_label(lane).contains("panicked"),
+            "{}",
+            lane_label(lane)
+        );
+        assert_eq!(layout.panic_at, Some((last, crasher)));
+        let (x, y) = (layout.ex(last), lane.mid);
+        let burst = svg::paths(&svg)
+            .into_iter()
+            .find(|p| p.fill == hex(HOT) && p.points.len() >= 8)
+            .expect("a panic mark");
+        let (cx, cy) = (
+            burst.points.iter().map(|p| p.0).sum::<i32>() / burst.points.len() as i32,
+            burst.points.iter().map(|p| p.1).sum::<i32>() / burst.points.len() as i32,
+        );
+        assert!(
+            (cx - x).abs() <= 1 && (cy - y).abs() <= 1,
+            "mark at {cx},{cy}, event at {x},{y}"
+        );
+        let label = texts
+            .iter()
+            .find(|t| t.text == format!("panic: {message}"))
+            .expect("the panic's message");
+        assert_eq!(label.fill, hex(HOT));
+
+        // Other outcomes are named in the title too.
+        let ok = small_trace(1);
+        let path = Scratch::new("ok.svg");
+        let opts = TimelineOptions {
+            end: Some(TimelineEnd {
+                outcome: Outcome::Leak,
+                panic: None,
+            }),
+            ..TimelineOptions::default()
+        };
+        timeline_with(&ok, "Leaky", &path, &opts).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg::texts(&svg)[0].text.contains("outcome: leak"));
     }
 
     /// A task that writes `n` long notes in a row, then yields `tail` times.
