@@ -82,3 +82,49 @@ fn the_readme_links_only_inside_the_repository() {
         );
     }
 }
+
+/// Scheduling decisions per run of `scenario` with `extra` appended, under
+/// the timed strategy.
+fn steps_per_run(dir: &std::path::Path, extra: &str) -> f64 {
+    let src = std::fs::read_to_string("scenarios/flapping_localities.toml").unwrap();
+    let path = dir.join(format!("s{}.toml", extra.len()));
+    std::fs::write(&path, format!("{src}\n{extra}")).unwrap();
+    let out = Command::cargo_bin("lbsim")
+        .unwrap()
+        .args(["run", path.to_str().unwrap(), "--runs", "5"])
+        .args(["--strategy", "timed", "--variant", "pre-8095"])
+        .args(["--no-plot", "--quiet", "--format", "json", "--out"])
+        .arg(dir.join(format!("out{}", extra.len())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    v["steps"].as_f64().unwrap() / v["runs"].as_f64().unwrap()
+}
+
+#[test]
+fn the_connect_table_sets_the_reconnect_backoff() {
+    // With the real test's parameters every backoff after the first is 0,
+    // so a refusing backend is redialled in a hot loop; grpc-go's defaults
+    // back off for a second and more.
+    let dir = tempfile::tempdir().unwrap();
+    let test = steps_per_run(dir.path(), "");
+    let grpc = steps_per_run(dir.path(), "[connect]\npreset = \"grpc\"\n");
+    assert!(
+        grpc * 10.0 < test,
+        "grpc {grpc} vs test {test} steps per run"
+    );
+    let slow = steps_per_run(
+        dir.path(),
+        "[connect]\nbase_delay = \"1s\"\nmultiplier = 1.6\nmax_delay = \"120s\"\n",
+    );
+    assert!(
+        slow * 10.0 < test,
+        "slow {slow} vs test {test} steps per run"
+    );
+}

@@ -14,7 +14,6 @@ use crate::experiment::{Model, RunOptions, RunResult};
 use crate::grpc::clientconn::{ChannelOptions, ClientConn};
 use crate::grpc::priority::{Child, LbConfig, PriorityBalancer};
 use crate::grpc::probe::{self, ParentCc, ProbeBuilder, ProbeConfig, ProbeWorld};
-use crate::grpc::subconn::ConnectParams;
 use crate::grpc::{
     Balancer, BuildOptions, ClientConn as ClientConnApi, ClientConnState, Lifecycle, Registry,
     Variant, tree,
@@ -226,7 +225,7 @@ async fn client(
         ChannelOptions {
             build,
             network,
-            connect_params: ConnectParams::fast(),
+            connect_params: scenario.connect.clone(),
             rpc_timeout: None,
         },
         priorities,

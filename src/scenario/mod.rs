@@ -30,6 +30,18 @@
 //! cache_timeout = "15m"
 //! child_policy = "round_robin"   # or pick_first, ring_hash
 //!
+//! [connect]                   # reconnect backoff (grpc.ConnectParams)
+//! preset = "test"             # the real test's fastConnectParams (default):
+//!                             # base_delay 10ms, multiplier 0, jitter 0,
+//!                             # max_delay 0, min_connect_timeout 100ms;
+//!                             # "grpc": grpc-go's defaults (1s, 1.6, 0.2,
+//!                             # 120s, 20s). The keys below override it.
+//! base_delay = "1s"
+//! multiplier = 1.6
+//! jitter = 0.2
+//! max_delay = "120s"
+//! min_connect_timeout = "20s"
+//!
 //! [client]
 //! leak_check_grace = "10s"
 //! script = [
@@ -70,11 +82,12 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use crate::grpc::subconn::ConnectParams;
 use crate::grpc::{ConnectivityState, Variant};
 use crate::sim::dist::{Dist, parse_duration};
 use crate::sim::strategy::{RuntimeModel, StrategyKind};
 use crate::sim::{MS, SEC, US};
-use raw::{RawScenario, RawSeed, RawStep, RawVariants, Text};
+use raw::{RawConnect, RawScenario, RawSeed, RawStep, RawVariants, Text};
 
 /// A scenario file that failed to load, or a parameter that could not be set.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +265,8 @@ pub struct Scenario {
     pub priorities: Vec<Priority>,
     pub health: Vec<HealthEvent>,
     pub balancer: BalancerConfig,
+    /// The channel's reconnect backoff and minimum connect timeout.
+    pub connect: ConnectParams,
     pub client: ClientScript,
     /// Set for the probe harness; then `backends`, `priorities` and `health`
     /// are empty.
@@ -266,6 +281,11 @@ pub const PARAM_KEYS: &[&str] = &[
     "balancer.cache_timeout",
     "client.leak_check_grace",
     "client.spin",
+    "connect.base_delay",
+    "connect.multiplier",
+    "connect.jitter",
+    "connect.max_delay",
+    "connect.min_connect_timeout",
     "runtime.gomaxprocs",
     "runtime.step_cost",
     "runtime.wake_latency",
@@ -343,6 +363,16 @@ impl Scenario {
             "balancer.init_timeout" => self.balancer.init_timeout = dur(value)?,
             "balancer.cache_timeout" => self.balancer.cache_timeout = dur(value)?,
             "client.leak_check_grace" => self.client.leak_check_grace = dur(value)?,
+            "connect.base_delay" => self.connect.backoff.base_delay = dur(value)?,
+            "connect.max_delay" => self.connect.backoff.max_delay = dur(value)?,
+            "connect.min_connect_timeout" => self.connect.min_connect_timeout = dur(value)?,
+            "connect.multiplier" => {
+                self.connect.backoff.multiplier = match value.trim().parse::<f64>() {
+                    Ok(m) if m.is_finite() && m >= 0.0 => m,
+                    _ => return Err(bad("must be a number of at least 0".into())),
+                }
+            }
+            "connect.jitter" => self.connect.backoff.jitter = probability(value)?,
             "client.spin" => {
                 let d = dist(value)?;
                 let mut found = false;
@@ -465,6 +495,46 @@ impl Cx<'_> {
         t.as_ref().map(|t| self.dist(t, what)).transpose()
     }
 
+    /// The `[connect]` table: a preset, then the keys given.
+    fn connect(&self, raw: &RawConnect) -> Result<ConnectParams, ScenarioError> {
+        let mut params = match raw
+            .preset
+            .as_ref()
+            .map(|t| (t.get_ref().as_str(), t.span()))
+        {
+            None | Some(("test", _)) => ConnectParams::fast(),
+            Some(("grpc", _)) => ConnectParams::default(),
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    format!("unknown connect preset `{other}`"),
+                    "write preset = \"test\" (the real test's fastConnectParams) or \"grpc\" (grpc-go's defaults)",
+                ));
+            }
+        };
+        let b = &mut params.backoff;
+        b.base_delay = self.opt_duration(&raw.base_delay, "base_delay", b.base_delay)?;
+        b.max_delay = self.opt_duration(&raw.max_delay, "max_delay", b.max_delay)?;
+        if let Some(m) = &raw.multiplier {
+            let v = *m.get_ref();
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(self.err(
+                    m.span(),
+                    format!("multiplier = {v} cannot be negative"),
+                    "write a number of at least 0, e.g. multiplier = 1.6 (grpc-go's default)",
+                ));
+            }
+            b.multiplier = v;
+        }
+        b.jitter = self.probability(&raw.jitter, "jitter", b.jitter, "0.2")?;
+        params.min_connect_timeout = self.opt_duration(
+            &raw.min_connect_timeout,
+            "min_connect_timeout",
+            params.min_connect_timeout,
+        )?;
+        Ok(params)
+    }
+
     /// A probability, `default` if left out; `example` goes in the help.
     fn probability(
         &self,
@@ -562,6 +632,8 @@ impl Cx<'_> {
             )?,
             child_policy,
         };
+
+        let connect = self.connect(&raw.connect)?;
 
         // Client script.
         let children = probe.as_ref().map(|p| p.children.as_slice());
@@ -668,6 +740,7 @@ impl Cx<'_> {
             priorities,
             health,
             balancer,
+            connect,
             client,
             probe,
             runtime,

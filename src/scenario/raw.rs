@@ -20,6 +20,8 @@ pub struct RawScenario {
     pub health: Vec<RawHealth>,
     #[serde(default)]
     pub balancer: RawBalancer,
+    #[serde(default)]
+    pub connect: RawConnect,
     pub client: RawClient,
     pub probe: Option<RawProbe>,
     #[serde(default)]
@@ -88,6 +90,21 @@ pub struct RawBalancer {
     pub init_timeout: Option<Text>,
     pub cache_timeout: Option<Text>,
     pub child_policy: Option<Text>,
+}
+
+/// The channel's `grpc.ConnectParams`: reconnect backoff and the minimum
+/// connect timeout.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnect {
+    /// `test` (the real test's `fastConnectParams`) or `grpc` (grpc-go's
+    /// defaults); the other keys override it.
+    pub preset: Option<Text>,
+    pub base_delay: Option<Text>,
+    pub multiplier: Option<Spanned<f64>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub max_delay: Option<Text>,
+    pub min_connect_timeout: Option<Text>,
 }
 
 #[derive(Deserialize, Debug)]

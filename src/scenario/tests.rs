@@ -137,3 +137,52 @@ fn a_seed_takes_the_whole_u64_range_quoted_or_not() {
     let e = with("12612280629371687117").unwrap_err().to_string();
     assert!(e.contains("t.toml:") && e.contains("quote a seed"), "{e}");
 }
+
+#[test]
+fn connect_params_default_to_the_real_tests_and_take_a_preset_and_overrides() {
+    use crate::grpc::subconn::ConnectParams;
+    let s = Scenario::parse("t.toml", MINIMAL).unwrap();
+    assert_eq!(s.connect, ConnectParams::fast());
+    let src = format!("{MINIMAL}\n[connect]\npreset = \"grpc\"\n");
+    assert_eq!(
+        Scenario::parse("t.toml", &src).unwrap().connect,
+        ConnectParams::default()
+    );
+    let src = format!(
+        "{MINIMAL}\n[connect]\nbase_delay = \"1s\"\nmultiplier = 2.0\njitter = 0.1\nmax_delay = \"30s\"\nmin_connect_timeout = \"5s\"\n"
+    );
+    let c = Scenario::parse("t.toml", &src).unwrap().connect;
+    assert_eq!(
+        (c.backoff.base_delay, c.backoff.multiplier, c.backoff.jitter),
+        (SEC, 2.0, 0.1)
+    );
+    assert_eq!(
+        (c.backoff.max_delay, c.min_connect_timeout),
+        (30 * SEC, 5 * SEC)
+    );
+    let mut s = Scenario::parse("t.toml", MINIMAL).unwrap();
+    s.set_param("connect.min_connect_timeout", "2s").unwrap();
+    s.set_param("connect.multiplier", "1.6").unwrap();
+    assert_eq!(
+        (s.connect.min_connect_timeout, s.connect.backoff.multiplier),
+        (2 * SEC, 1.6)
+    );
+    assert!(s.set_param("connect.jitter", "1.5").is_err());
+    assert!(s.set_param("connect.multiplier", "-1").is_err());
+}
+
+#[test]
+fn bad_connect_params_are_refused_where_they_are_written() {
+    // MINIMAL ends on line 19; [connect] is line 20 and its key line 21.
+    for (line, needle) in [
+        ("preset = \"fast\"", "unknown connect preset `fast`"),
+        ("multiplier = -1.0", "multiplier = -1 cannot be negative"),
+        ("jitter = 2.0", "jitter = 2 is not a probability"),
+        ("base_delay = \"soon\"", "base_delay"),
+    ] {
+        let src = format!("{MINIMAL}\n[connect]\n{line}\n");
+        let (at, _, message) = error_of(&src);
+        assert_eq!(at, 21, "{line}: {message}");
+        assert!(message.contains(needle), "{line}: {message}");
+    }
+}
