@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use crate::report::{self, RateBar, SummaryRow};
 
 #[derive(clap::Args, Debug)]
@@ -54,7 +52,7 @@ pub fn draw_leak_rate(rows: &[SummaryRow], path: &Path, title: Option<&str>) -> 
         || format!("Sub-balancer leak rate per variant — {scenario}"),
         str::to_string,
     );
-    report::leak_rate_chart(&bars, &title, path)
-        .with_context(|| format!("drawing {}", path.display()))?;
+    // The chart's own error names the file and the cause.
+    report::leak_rate_chart(&bars, &title, path)?;
     Ok(())
 }
