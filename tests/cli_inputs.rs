@@ -283,6 +283,23 @@ fn replay_of_a_schedule_that_cannot_be_followed_fails() {
     assert!(err.contains("step 0"), "{err}");
     assert!(err.contains("--variant"), "{err}");
 
+    // minimize refuses it too, rather than shrinking some other run.
+    let o = output(&[
+        "minimize",
+        SCENARIO,
+        "--variant",
+        "pre-8095",
+        "--schedule",
+        "1:99.99.99",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not followed") && err.contains("step 0"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("minimized:"), "{}", stdout(&o));
+
     // A schedule recorded from this scenario and variant replays and exits 0.
     let rec = output(&[
         "replay",

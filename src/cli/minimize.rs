@@ -54,6 +54,11 @@ pub fn minimize(args: MinimizeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut sim = Sim::new(strategy);
     let (report, _) = model.run_report(variant, &mut sim, &cfg);
+    // A schedule that could not be followed gave some other run: it is not
+    // the failure asked about.
+    if let Some(why) = sim.strategy().divergence() {
+        return Err(super::replay::schedule_not_followed(&why));
+    }
     if !report.outcome.is_failure() {
         bail!(
             "that run of {variant} ends `{}`: there is no failure to minimize",

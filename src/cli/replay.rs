@@ -150,13 +150,17 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     super::print_stdout(&out)?;
     if let Some(why) = divergence {
-        bail!(
-            "--schedule: not followed (steps count from 0) at {why}; the schedule does not fit \
-             this scenario and variant: replay it with the scenario file and --variant it was \
-             recorded with"
-        );
+        return Err(schedule_not_followed(&why));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error of a `--schedule` that the run could not follow.
+pub(super) fn schedule_not_followed(why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--schedule: not followed (steps count from 0) at {why}; the schedule does not fit \
+         this scenario and variant: use the scenario file and --variant it was recorded with"
+    )
 }
 
 /// `--variant` of a command that runs one variant (`replay`, `explore`,
