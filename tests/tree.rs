@@ -10,7 +10,7 @@ use lbsim::grpc::balancer::{
     ClientConnState, GrpcError, Lifecycle, NewSubConnOptions, Registry, ResolverState, SubConn,
     group_endpoints,
 };
-use lbsim::grpc::clientconn::{ChannelOptions, ClientConn, build_priority_config};
+use lbsim::grpc::clientconn::{ChannelOptions, ClientConn, NameGenerator, build_priority_config};
 use lbsim::grpc::connectivity::ConnectivityState;
 use lbsim::grpc::priority::{self, LbConfig};
 use lbsim::grpc::serializer::{CallbackSerializer, callback};
@@ -324,6 +324,36 @@ fn priority_config_routes_each_backend_to_its_child() {
     let grouped = group_endpoints(&endpoints);
     assert_eq!(grouped["priority-0-0"][0].addresses[0].addr.as_ref(), "a:1");
     assert_eq!(grouped["priority-0-1"][0].addresses[0].addr.as_ref(), "b:1");
+}
+
+/// Child names follow their localities from one update to the next, as
+/// cluster_resolver names them: merged priorities keep the first free name,
+/// a split or new priority gets a new one, a reordered one keeps its own.
+#[test]
+fn child_names_follow_their_localities_across_updates() {
+    let l = |names: &[&str]| -> Vec<Rc<str>> { names.iter().map(|&n| Rc::from(n)).collect() };
+    let mut g = NameGenerator::new(0);
+    let mut gen_ = |p: &[&[&str]]| -> Vec<String> {
+        let p: Vec<Vec<Rc<str>>> = p.iter().map(|x| l(x)).collect();
+        g.generate(&p)
+    };
+    assert_eq!(
+        gen_(&[&["l1"], &["l2"], &["l3"]]),
+        ["priority-0-0", "priority-0-1", "priority-0-2"]
+    );
+    assert_eq!(
+        gen_(&[&["l1"], &["l2"], &["l3"]]),
+        ["priority-0-0", "priority-0-1", "priority-0-2"]
+    );
+    assert_eq!(
+        gen_(&[&["l1", "l2"], &["l3"]]),
+        ["priority-0-0", "priority-0-2"]
+    );
+    assert_eq!(gen_(&[&["l1"], &["l4"]]), ["priority-0-0", "priority-0-3"]);
+    // Reordered: each locality keeps its child.
+    assert_eq!(gen_(&[&["l4"], &["l1"]]), ["priority-0-3", "priority-0-0"]);
+    // l2 was dropped by the last update: its old name is forgotten.
+    assert_eq!(gen_(&[&["l2"], &["l1"]]), ["priority-0-4", "priority-0-0"]);
 }
 
 /// One priority: S0 serves; its listener stops, so round_robin's pick_first

@@ -40,6 +40,7 @@
 //!   caller of `ClientConn::close` until it returns.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use crate::grpc::balancer::{
@@ -63,17 +64,83 @@ pub fn err_client_conn_closing() -> GrpcError {
     GrpcError::new("grpc: the client connection is closing")
 }
 
+/// One update of the cluster's resources as cluster_resolver receives it:
+/// the EDS priorities (addresses, highest priority first) and, if it
+/// changed, the policy under each priority's outlier_detection (from the
+/// CDS resource in grpc-go; carried on the same update here, as the xDS
+/// client is not modelled).
+#[derive(Clone, Debug)]
+pub struct ClusterUpdate {
+    pub priorities: Vec<Vec<Rc<str>>>,
+    /// A registered leaf policy name; `None` keeps the current one.
+    pub child_policy: Option<String>,
+}
+
+/// cluster_resolver's child-name generator (`configbuilder_childname.go`):
+/// a priority keeps the name of the first of its localities that was named
+/// by the previous update and whose name no earlier priority of this update
+/// took; otherwise it gets the next new name, `priority-<prefix>-<n>`. Each
+/// address is its own locality here. The first update names its priorities
+/// `priority-0-0`, `priority-0-1`, ... in order.
+#[derive(Clone, Debug, Default)]
+pub struct NameGenerator {
+    prefix: u64,
+    next_id: u64,
+    /// Locality (address) to the name of its priority in the last update.
+    existing: BTreeMap<Rc<str>, String>,
+}
+
+impl NameGenerator {
+    pub fn new(prefix: u64) -> Self {
+        NameGenerator {
+            prefix,
+            ..NameGenerator::default()
+        }
+    }
+
+    /// The child names of `priorities`, in order; remembers them for the
+    /// next update.
+    pub fn generate(&mut self, priorities: &[Vec<Rc<str>>]) -> Vec<String> {
+        let mut names = Vec::with_capacity(priorities.len());
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        let mut next: BTreeMap<Rc<str>, String> = BTreeMap::new();
+        for localities in priorities {
+            let reused = localities
+                .iter()
+                .filter_map(|l| self.existing.get(l))
+                .find(|n| !used.contains(*n))
+                .cloned();
+            let name = reused.unwrap_or_else(|| {
+                let n = format!("priority-{}-{}", self.prefix, self.next_id);
+                self.next_id += 1;
+                n
+            });
+            for l in localities {
+                next.insert(l.clone(), name.clone());
+            }
+            used.insert(name.clone());
+            names.push(name);
+        }
+        self.existing = next;
+        names
+    }
+}
+
 /// Builds the priority policy's config the way cluster_resolver does for
-/// one EDS cluster: one child per priority (`priority-0-<i>`), each an
-/// outlier_detection over round_robin, and the endpoints with their
+/// one EDS cluster: one child per priority named by `names`, each an
+/// outlier_detection over `leaf_policy`, and the endpoints with their
 /// hierarchical path naming their child.
-pub fn build_priority_config(priorities: &[Vec<Rc<str>>]) -> (LbConfig, Vec<Endpoint>) {
+pub fn build_named_priority_config(
+    priorities: &[Vec<Rc<str>>],
+    names: &mut NameGenerator,
+    leaf_policy: &str,
+) -> (LbConfig, Vec<Endpoint>) {
     let mut cfg = LbConfig::default();
     let mut endpoints = Vec::new();
-    for (i, addrs) in priorities.iter().enumerate() {
-        let name = format!("priority-0-{i}");
+    let child_names = names.generate(priorities);
+    for (name, addrs) in child_names.into_iter().zip(priorities) {
         let mut child = Child::new(outlier_detection::NAME);
-        child.config.config = Some(Rc::new(OdConfig::new(LEAF_POLICY, &name)));
+        child.config.config = Some(Rc::new(OdConfig::new(leaf_policy, &name)));
         cfg.children.insert(name.clone(), child);
         cfg.priorities.push(name.clone());
         for a in addrs {
@@ -81,6 +148,12 @@ pub fn build_priority_config(priorities: &[Vec<Rc<str>>]) -> (LbConfig, Vec<Endp
         }
     }
     (cfg, endpoints)
+}
+
+/// The config of a first update: children `priority-0-<i>`, each an
+/// outlier_detection over round_robin.
+pub fn build_priority_config(priorities: &[Vec<Rc<str>>]) -> (LbConfig, Vec<Endpoint>) {
+    build_named_priority_config(priorities, &mut NameGenerator::new(0), LEAF_POLICY)
 }
 
 // ------------------------------------------------------------ picker wrapper
@@ -293,7 +366,7 @@ pub struct ClusterManager {
     outgoing_mu: Mutex,
     outgoing_started: Cell<bool>,
     cds: RefCell<Option<Rc<Cds>>>,
-    eds: Rc<Unbounded<Vec<Vec<Rc<str>>>>>,
+    eds: Rc<Unbounded<ClusterUpdate>>,
     me: Weak<ClusterManager>,
 }
 
@@ -335,7 +408,7 @@ impl ClusterManager {
     fn new(
         cc: Rc<dyn ClientConnApi>,
         opts: BuildOptions,
-        eds: Rc<Unbounded<Vec<Vec<Rc<str>>>>>,
+        eds: Rc<Unbounded<ClusterUpdate>>,
     ) -> Rc<Self> {
         Rc::new_cyclic(|me| ClusterManager {
             cc,
@@ -514,7 +587,7 @@ impl Cds {
     async fn build(
         cc: Rc<dyn ClientConnApi>,
         opts: BuildOptions,
-        eds: Rc<Unbounded<Vec<Vec<Rc<str>>>>>,
+        eds: Rc<Unbounded<ClusterUpdate>>,
     ) -> Rc<Cds> {
         let ctx: Ctx = Rc::new(Event::new("cds.serializer.ctx"));
         let serializer = CallbackSerializer::new("cds.serializer", ctx.clone()).await;
@@ -558,17 +631,21 @@ pub struct ClusterResolver {
     cc: Rc<dyn ClientConnApi>,
     opts: BuildOptions,
     update_ch: Unbounded<()>,
-    resource_updates: Rc<Unbounded<Vec<Vec<Rc<str>>>>>,
+    resource_updates: Rc<Unbounded<ClusterUpdate>>,
     closed: Event,
     done: Event,
     child: RefCell<Option<Rc<dyn Balancer>>>,
+    /// The leaf policy under each priority (the cluster's LB policy).
+    leaf_policy: RefCell<String>,
+    /// `childNameGen`: child names stay with their localities across updates.
+    names: RefCell<NameGenerator>,
 }
 
 impl ClusterResolver {
     async fn build(
         cc: Rc<dyn ClientConnApi>,
         opts: BuildOptions,
-        resource_updates: Rc<Unbounded<Vec<Vec<Rc<str>>>>>,
+        resource_updates: Rc<Unbounded<ClusterUpdate>>,
     ) -> Rc<ClusterResolver> {
         let b = Rc::new(ClusterResolver {
             cc,
@@ -578,6 +655,8 @@ impl ClusterResolver {
             closed: Event::new("cluster_resolver.closed"),
             done: Event::new("cluster_resolver.done"),
             child: RefCell::new(None),
+            leaf_policy: RefCell::new(LEAF_POLICY.to_string()),
+            names: RefCell::new(NameGenerator::new(0)),
         });
         let runner = b.clone();
         sim::go("cluster_resolver.run", async move { runner.run().await }).await;
@@ -599,8 +678,11 @@ impl ClusterResolver {
                     }
                 }
                 1 => {
-                    if let Some(priorities) = self.resource_updates.try_get() {
-                        self.update_child_config(&priorities).await;
+                    if let Some(update) = self.resource_updates.try_get() {
+                        if let Some(policy) = update.child_policy {
+                            *self.leaf_policy.borrow_mut() = policy;
+                        }
+                        self.update_child_config(&update.priorities).await;
                     }
                 }
                 _ => {
@@ -617,7 +699,8 @@ impl ClusterResolver {
     }
 
     /// `updateChildConfig`: builds the priority policy on first use and
-    /// pushes the config built from the EDS priorities.
+    /// pushes the config built from the EDS priorities, naming the children
+    /// as the previous update did where their localities stay.
     async fn update_child_config(&self, priorities: &[Vec<Rc<str>>]) {
         if self.child.borrow().is_none() {
             let Some(builder) = self.opts.registry.get(priority::NAME) else {
@@ -627,7 +710,9 @@ impl ClusterResolver {
             let b = builder.build(self.cc.clone(), self.opts.clone()).await;
             *self.child.borrow_mut() = Some(b);
         }
-        let (cfg, endpoints) = build_priority_config(priorities);
+        let leaf = self.leaf_policy.borrow().clone();
+        let (cfg, endpoints) =
+            build_named_priority_config(priorities, &mut self.names.borrow_mut(), &leaf);
         let child = self.child.borrow().clone().expect("built above");
         let _ = child
             .update_client_conn_state(ClientConnState {
@@ -658,7 +743,7 @@ pub struct ChannelOptions {
 /// A gRPC channel to the xDS cluster "cluster".
 pub struct ClientConn {
     core: Rc<ChannelCore>,
-    eds: Rc<Unbounded<Vec<Vec<Rc<str>>>>>,
+    eds: Rc<Unbounded<ClusterUpdate>>,
     rpc_timeout: Option<u64>,
 }
 
@@ -685,7 +770,7 @@ impl ClientConn {
         });
         let serializer = CallbackSerializer::new("ccb.serializer", serializer_ctx).await;
         *core.serializer.borrow_mut() = Some(serializer.clone());
-        let eds: Rc<Unbounded<Vec<Vec<Rc<str>>>>> = Rc::new(Unbounded::new("xds.eds.updates"));
+        let eds: Rc<Unbounded<ClusterUpdate>> = Rc::new(Unbounded::new("xds.eds.updates"));
         let cc: Rc<dyn ClientConnApi> = Rc::new(CcbHandle(Rc::downgrade(&core)));
         let top = ClusterManager::new(cc, opts.build.clone(), eds.clone());
         *core.balancer.borrow_mut() = Some(top);
@@ -704,7 +789,12 @@ impl ClientConn {
                 }
             }))
             .await;
-        let _ = eds.put(priorities).await;
+        let _ = eds
+            .put(ClusterUpdate {
+                priorities,
+                child_policy: None,
+            })
+            .await;
         ClientConn {
             core,
             eds,
@@ -714,7 +804,18 @@ impl ClientConn {
 
     /// A new EDS update for the cluster (as the xDS client delivers it).
     pub async fn update_priorities(&self, priorities: Vec<Vec<Rc<str>>>) {
-        let _ = self.eds.put(priorities).await;
+        self.update_cluster(ClusterUpdate {
+            priorities,
+            child_policy: None,
+        })
+        .await;
+    }
+
+    /// A new update of the cluster's resources: cluster_resolver's `run()`
+    /// task turns it into a new priority config and pushes it to the
+    /// priority policy, as it does the first one.
+    pub async fn update_cluster(&self, update: ClusterUpdate) {
+        let _ = self.eds.put(update).await;
     }
 
     /// The channel's connectivity state.

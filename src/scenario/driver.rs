@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::experiment::{Model, RunOptions, RunResult};
-use crate::grpc::clientconn::{ChannelOptions, ClientConn};
+use crate::grpc::clientconn::{ChannelOptions, ClientConn, ClusterUpdate};
 use crate::grpc::priority::{Child, LbConfig, PriorityBalancer};
 use crate::grpc::probe::{self, ParentCc, ProbeBuilder, ProbeConfig, ProbeWorld};
 use crate::grpc::{
@@ -278,6 +278,21 @@ async fn client(
                     break;
                 }
             }
+            ClientStep::UpdateConfig {
+                priorities,
+                child_policy,
+            } => {
+                let priorities: Vec<Vec<Rc<str>>> = priorities
+                    .iter()
+                    .map(|p| p.iter().map(|&b| backends[b].address().clone()).collect())
+                    .collect();
+                sim::note(|| "client: push a new priority config".into());
+                cc.update_cluster(ClusterUpdate {
+                    priorities,
+                    child_policy: child_policy.map(|p| p.as_str().to_string()),
+                })
+                .await;
+            }
             ClientStep::StopListener { backend } => backends[*backend].stop_listener().await,
             ClientStep::RestartListener { backend } => backends[*backend].restart_listener().await,
             ClientStep::Sleep { duration } => {
@@ -390,7 +405,8 @@ async fn probe_client(
                 ClientStep::Rpc { .. }
                 | ClientStep::RpcUntil { .. }
                 | ClientStep::StopListener { .. }
-                | ClientStep::RestartListener { .. } => {
+                | ClientStep::RestartListener { .. }
+                | ClientStep::UpdateConfig { .. } => {
                     fail("a channel step in a [probe] scenario".into());
                     break;
                 }

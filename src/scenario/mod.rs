@@ -50,6 +50,7 @@
 //!   { op = "rpc_until", backend = "s1", wait_for_ready = true, timeout = "10s" },
 //!   { op = "restart_listener", backend = "s0" },
 //!   { op = "sleep", for = "uniform(0, 5ms)" },
+//!   { op = "update_config", priorities = [["s1"], ["s0"]], child_policy = "pick_first" },
 //!   { op = "close" },
 //! ]
 //!
@@ -69,6 +70,18 @@
 //! strategy = "timed"
 //! variants = "all"            # or a list: ["pre-8095", "pr-8095"]
 //! ```
+//!
+//! `update_config` pushes a new configuration mid-run, as a new xDS update
+//! would: `priorities` lists the backends of each priority, highest first
+//! (a backend may be left out, none may be listed twice), and the optional
+//! `child_policy` (round_robin or pick_first; ring_hash is not modelled)
+//! replaces the policy under every priority; left out, the current one
+//! stays (round_robin until a push changes it: the channel runs round_robin
+//! whatever `[balancer] child_policy` says). The update goes to
+//! cluster_resolver, which names the children as grpc-go's does: a priority
+//! keeps the name (`priority-0-<n>`) of the first of its backends that the
+//! previous config had placed, if no higher priority took that name, and
+//! gets a new one otherwise.
 //!
 //! Priorities are `[[priority]]` tables listing backend names, rather than a
 //! priority number on each backend, so that an empty priority and a backend
@@ -201,6 +214,12 @@ pub enum ClientStep {
     },
     RestartListener {
         backend: usize,
+    },
+    /// Push a new configuration: the backends of each priority, highest
+    /// first, and the policy under every priority if it changes.
+    UpdateConfig {
+        priorities: Vec<Vec<usize>>,
+        child_policy: Option<ChildPolicy>,
     },
     /// Sleep for a duration drawn from the distribution (a plain duration is constant).
     Sleep {
@@ -937,13 +956,13 @@ impl Cx<'_> {
         for (i, s) in steps.iter().enumerate() {
             let op = s.op.get_ref().as_str();
             // Which optional keys each op takes.
-            const CHANNEL_OPS: &str =
-                "rpc, rpc_until, stop_listener, restart_listener, sleep, spin, close";
+            const CHANNEL_OPS: &str = "rpc, rpc_until, stop_listener, restart_listener, update_config, sleep, spin, close";
             const PROBE_OPS: &str = "report, wait_built, wait_picker, sleep, spin, close";
             let allowed: &[&str] = match (op, children.is_some()) {
                 ("rpc", false) => &["expect", "wait_for_ready", "timeout"],
                 ("rpc_until", false) => &["backend", "wait_for_ready", "timeout"],
                 ("stop_listener" | "restart_listener", false) => &["backend"],
+                ("update_config", false) => &["priorities", "child_policy"],
                 ("report", true) => &["child", "state"],
                 ("wait_built" | "wait_picker", true) => &["child"],
                 ("sleep" | "spin", _) => &["for"],
@@ -961,7 +980,7 @@ impl Cx<'_> {
                     ));
                 }
             };
-            let present: [(&str, Option<Range<usize>>); 7] = [
+            let present: [(&str, Option<Range<usize>>); 9] = [
                 ("expect", s.expect.as_ref().map(Spanned::span)),
                 ("backend", s.backend.as_ref().map(Spanned::span)),
                 (
@@ -972,6 +991,8 @@ impl Cx<'_> {
                 ("for", s.for_.as_ref().map(Spanned::span)),
                 ("child", s.child.as_ref().map(Spanned::span)),
                 ("state", s.state.as_ref().map(Spanned::span)),
+                ("priorities", s.priorities.as_ref().map(Spanned::span)),
+                ("child_policy", s.child_policy.as_ref().map(Spanned::span)),
             ];
             for (key, span) in present {
                 if let Some(span) = span
@@ -1052,6 +1073,7 @@ impl Cx<'_> {
                 "restart_listener" => ClientStep::RestartListener {
                     backend: need_backend(op)?,
                 },
+                "update_config" => self.update_config(s, names)?,
                 "sleep" => ClientStep::Sleep {
                     duration: need_for(op)?,
                 },
@@ -1109,6 +1131,82 @@ impl Cx<'_> {
             ));
         }
         Ok(out)
+    }
+}
+
+impl Cx<'_> {
+    /// An `update_config` step: every priority non-empty, every backend
+    /// known and in at most one priority, a child policy the channel runs.
+    fn update_config(&self, s: &RawStep, names: &[String]) -> Result<ClientStep, ScenarioError> {
+        let Some(list) = &s.priorities else {
+            return Err(self.err(
+                s.op.span(),
+                "op `update_config` needs `priorities`",
+                format!(
+                    "add priorities = [[\"{}\"]], the backends of each priority, highest first",
+                    names[0]
+                ),
+            ));
+        };
+        if list.get_ref().is_empty() {
+            return Err(self.err(
+                list.span(),
+                "`priorities` of `update_config` is empty",
+                "list at least one priority, e.g. priorities = [[\"s1\"], [\"s0\"]]; a config with no priorities is not modelled",
+            ));
+        }
+        let mut placed: Vec<Option<usize>> = vec![None; names.len()];
+        let mut priorities = Vec::new();
+        for (p, rp) in list.get_ref().iter().enumerate() {
+            if rp.get_ref().is_empty() {
+                return Err(self.err(
+                    rp.span(),
+                    format!("priority p{p} of `update_config` has no backends"),
+                    "list at least one backend in every priority, or delete the empty list",
+                ));
+            }
+            let mut members = Vec::new();
+            for t in rp.get_ref() {
+                let i = self.backend(names, t)?;
+                if let Some(q) = placed[i] {
+                    return Err(self.err(
+                        t.span(),
+                        format!("backend `{}` is already in priority p{q}", names[i]),
+                        "list every backend in at most one priority",
+                    ));
+                }
+                placed[i] = Some(p);
+                members.push(i);
+            }
+            priorities.push(members);
+        }
+        let child_policy = match s
+            .child_policy
+            .as_ref()
+            .map(|t| (t.get_ref().as_str(), t.span()))
+        {
+            None => None,
+            Some(("round_robin", _)) => Some(ChildPolicy::RoundRobin),
+            Some(("pick_first", _)) => Some(ChildPolicy::PickFirst),
+            Some(("ring_hash", span)) => {
+                return Err(self.err(
+                    span,
+                    "child policy `ring_hash` cannot be pushed: the channel has no ring_hash policy",
+                    "write child_policy = \"round_robin\" or \"pick_first\", or leave it out to keep the current one",
+                ));
+            }
+            Some((other, span)) => {
+                return Err(self.err(
+                    span,
+                    format!("unknown child policy `{other}`"),
+                    "write child_policy = \"round_robin\" or \"pick_first\", or leave it out to keep the current one",
+                ));
+            }
+        };
+        Ok(ClientStep::UpdateConfig {
+            priorities,
+            child_policy,
+        })
     }
 }
 

@@ -129,6 +129,10 @@ pub struct RawStep {
     pub for_: Option<Text>,
     pub child: Option<Text>,
     pub state: Option<Text>,
+    /// `update_config`: the backends of each priority, highest first.
+    pub priorities: Option<Spanned<Vec<Spanned<Vec<Text>>>>>,
+    /// `update_config`: the policy under each priority.
+    pub child_policy: Option<Text>,
 }
 
 #[derive(Deserialize, Debug, Default)]

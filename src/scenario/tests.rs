@@ -186,3 +186,101 @@ fn bad_connect_params_are_refused_where_they_are_written() {
         assert!(message.contains(needle), "{line}: {message}");
     }
 }
+
+/// `MINIMAL` with a three-line script whose second line is `step`.
+fn with_push(step: &str) -> String {
+    MINIMAL.replace(
+        r#"script = [{ op = "rpc", expect = "s0" }, { op = "close" }]"#,
+        &format!("script = [\n  {{ op = \"rpc\", expect = \"s0\" }},\n  {step},\n  {{ op = \"close\" }},\n]"),
+    )
+}
+
+#[test]
+fn update_config_parses_with_and_without_a_child_policy() {
+    let s = Scenario::parse(
+        "t.toml",
+        &with_push(
+            r#"{ op = "update_config", priorities = [["s1"], ["s0"]], child_policy = "pick_first" }"#,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.client.steps[1],
+        ClientStep::UpdateConfig {
+            priorities: vec![vec![1], vec![0]],
+            child_policy: Some(ChildPolicy::PickFirst),
+        }
+    );
+    let s = Scenario::parse(
+        "t.toml",
+        &with_push(r#"{ op = "update_config", priorities = [["s1", "s0"]] }"#),
+    )
+    .unwrap();
+    assert_eq!(
+        s.client.steps[1],
+        ClientStep::UpdateConfig {
+            priorities: vec![vec![1, 0]],
+            child_policy: None,
+        }
+    );
+}
+
+#[test]
+fn bad_update_config_is_refused_where_it_is_written() {
+    // (step, the text the error must point at (its last occurrence), message)
+    let cases = [
+        (
+            r#"{ op = "update_config", priorities = [["s1"], ["s9"]] }"#,
+            r#""s9""#,
+            "unknown backend `s9`",
+        ),
+        (
+            r#"{ op = "update_config", priorities = [["s1"]], child_policy = "wrr" }"#,
+            r#""wrr""#,
+            "unknown child policy `wrr`",
+        ),
+        (
+            r#"{ op = "update_config", priorities = [["s1"]], child_policy = "ring_hash" }"#,
+            r#""ring_hash""#,
+            "no ring_hash policy",
+        ),
+        (
+            r#"{ op = "update_config", priorities = [] }"#,
+            "[]",
+            "`priorities` of `update_config` is empty",
+        ),
+        (
+            r#"{ op = "update_config", priorities = [["s1"], []] }"#,
+            "[]]",
+            "priority p1 of `update_config` has no backends",
+        ),
+        (
+            r#"{ op = "update_config", priorities = [["s1"], ["s1"]] }"#,
+            r#""s1""#,
+            "backend `s1` is already in priority p0",
+        ),
+        (
+            r#"{ op = "update_config" }"#,
+            r#""update_config""#,
+            "op `update_config` needs `priorities`",
+        ),
+        (
+            r#"{ op = "rpc", priorities = [["s1"]] }"#,
+            "[[",
+            "op `rpc` does not take `priorities`",
+        ),
+    ];
+    for (step, at, needle) in cases {
+        let src = with_push(step);
+        let offset = src.find(step).unwrap() + step.rfind(at).unwrap();
+        let want_line = src[..offset].matches('\n').count() + 1;
+        let want_column = offset - src[..offset].rfind('\n').unwrap();
+        let (line, column, message) = error_of(&src);
+        assert_eq!(
+            (line, column),
+            (want_line, want_column),
+            "{step}: {message}"
+        );
+        assert!(message.contains(needle), "{step}: {message}");
+    }
+}
