@@ -9,7 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 
-use crate::sim::{self, Mutex};
+use crate::grpc::Variant;
+use crate::sim::{self, Mutex, Unbounded};
 
 use super::balancer::{
     Balancer, BalancerState, BoxFut, BuildOptions, Builder, ClientConn, ClientConnState, GrpcError,
@@ -32,6 +33,11 @@ pub struct GracefulSwitch {
     balancer_pending: RefCell<Option<Rc<BalancerWrapper>>>,
     closed: Cell<bool>,
     current_mu: Mutex,
+    /// From 9b990b635 (A115 only, so that the other variants' objects keep
+    /// their ids): the swap goroutines as a WaitGroup that `close` waits on.
+    /// Each ends with a put; `active` counts the puts not yet waited for.
+    swaps_done: Option<Unbounded<()>>,
+    active: Cell<u32>,
     self_ref: Weak<GracefulSwitch>,
 }
 
@@ -50,6 +56,8 @@ fn same(a: &Option<Rc<BalancerWrapper>>, b: &Rc<BalancerWrapper>) -> bool {
 
 impl GracefulSwitch {
     pub fn new(cc: Rc<dyn ClientConn>, build_opts: BuildOptions) -> Rc<Self> {
+        let swaps_done = (build_opts.variant == Variant::A115)
+            .then(|| Unbounded::new("gracefulswitch.activeGoroutines"));
         Rc::new_cyclic(|me| GracefulSwitch {
             build_opts,
             cc,
@@ -58,6 +66,8 @@ impl GracefulSwitch {
             balancer_pending: RefCell::new(None),
             closed: Cell::new(false),
             current_mu: Mutex::new("gracefulswitch.currentMu"),
+            swaps_done,
+            active: Cell::new(0),
             self_ref: me.clone(),
         })
     }
@@ -81,12 +91,19 @@ impl GracefulSwitch {
             .self_ref
             .upgrade()
             .expect("gracefulswitch alive while in use");
+        let tracked = self.swaps_done.is_some();
+        if tracked {
+            self.active.set(self.active.get() + 1);
+        }
         sim::go("gracefulswitch.closeOld", async move {
             let guard = me.current_mu.lock().await;
             if let Some(cur) = cur {
                 cur.close().await;
             }
             guard.unlock().await;
+            if let Some(done) = &me.swaps_done {
+                let _ = done.put(()).await;
+            }
         })
         .await;
     }
@@ -251,6 +268,13 @@ impl GracefulSwitch {
         }
         if let Some(p) = pending {
             p.close().await;
+        }
+        // `activeGoroutines.Wait()`.
+        if let Some(done) = &self.swaps_done {
+            while self.active.get() > 0 {
+                done.get().await;
+                self.active.set(self.active.get() - 1);
+            }
         }
     }
 }

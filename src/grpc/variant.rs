@@ -18,8 +18,13 @@ pub enum Variant {
     /// The alternative fix: the priority policy's `Close` holds its mutex
     /// while it closes the balancergroup.
     PriorityLock,
-    /// gRFC A115 (`ccc8d7bda`, on top of PR #8095): children removed from the
-    /// config are closed immediately; demoted children are still cached.
+    /// grpc-go at `ccc8d7bda` (gRFC A115, on top of PR #8095): children removed
+    /// from the config are closed immediately; demoted children are still
+    /// cached. With the priority and graceful-switch changes merged between
+    /// PR #8095 and it: the init timer is not restarted by CONNECTING after
+    /// CONNECTING (9b39ae241), a child's failed config update is a
+    /// TRANSIENT_FAILURE (fd539615a), and the graceful switch's Close waits
+    /// for its swap goroutines (9b990b635).
     A115,
 }
 
@@ -73,7 +78,7 @@ impl Variant {
                 "the alternative fix: the priority policy's Close holds its mutex while it closes the balancergroup"
             }
             Variant::A115 => {
-                "gRFC A115 on top of PR #8095: children removed from the config close at once; demoted ones are still cached"
+                "grpc-go at ccc8d7bda (gRFC A115, after PR #8095): children removed from the config close at once; demoted ones are still cached"
             }
         }
     }

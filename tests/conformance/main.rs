@@ -6,6 +6,7 @@
 mod after_close;
 mod balancergroup;
 mod balancergroup_rr;
+mod gracefulswitch;
 mod harness;
 mod priority;
 mod priority_misc;

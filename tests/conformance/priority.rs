@@ -13,10 +13,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use lbsim::grpc::balancer::{
-    Balancer, BalancerState, ClientConn, ErrPicker, NewSubConnOptions, PickError, Registry,
-    StateListener, SubConnState,
+    Balancer, BalancerState, ClientConn, ErrPicker, GrpcError, NewSubConnOptions, PickError,
+    Registry, StateListener, SubConnState,
 };
 use lbsim::grpc::connectivity::ConnectivityState::{self, *};
+use lbsim::grpc::variant::Variant;
 
 use crate::harness::*;
 
@@ -321,6 +322,91 @@ fn p0_5_init_timer_starts_at_build() {
                 "child-1 built {after} ns after child-0"
             );
             env.expect_live_children(&["child-0", "child-1"]).await;
+            env.close_priority(&pb).await;
+        },
+    );
+}
+
+/// 9b39ae241, part of `a115`: a child that reports CONNECTING while already
+/// connecting does not get its init timer back. Child-0 stays CONNECTING,
+/// its init timer (200 ms) fires and child-1 takes over; then child-0
+/// reports CONNECTING again. Before the change the report restarts child-0's
+/// timer, so the policy goes back to child-0 and closes child-1 (the
+/// group's cache is off); with it, child-1 stays.
+#[test]
+fn a115_init_timer_is_not_restarted_by_connecting_again() {
+    run_scenario(
+        "init timer, connecting again",
+        Sched::LateTimers,
+        &ALL_VARIANTS,
+        SEEDS,
+        |variant| async move {
+            const SILENT: &str = "silent";
+            let ccs = Rc::new(RefCell::new(Vec::new()));
+            let mut reg = Registry::new();
+            reg.register(capturing_builder(SILENT, ccs.clone()));
+            let env = Env::with_timeouts(variant, reg, 0, 200 * lbsim::sim::MS);
+            let pb = env.build_priority().await;
+            pb.update_client_conn_state(priority_config(
+                &[("child-0", SILENT, &[0]), ("child-1", SILENT, &[1])],
+                &["child-0", "child-1"],
+            ))
+            .await
+            .expect("config accepted");
+            let cc0 = wait_for("child-0 built", || ccs.borrow().first().cloned()).await;
+            cc0.update_state(BalancerState::connecting_queue()).await;
+            wait_for("child-1 built", || (ccs.borrow().len() == 2).then_some(())).await;
+            env.expect_live_children(&["child-0", "child-1"]).await;
+            cc0.update_state(BalancerState::connecting_queue()).await;
+            if variant == Variant::A115 {
+                lbsim::sim::sleep(100 * lbsim::sim::MS).await;
+                assert_eq!(env.live_children(), ["child-0", "child-1"], "{variant}");
+            } else {
+                env.expect_live_children(&["child-0"]).await;
+            }
+            env.close_priority(&pb).await;
+        },
+    );
+}
+
+/// fd539615a, part of `a115`: a child whose config update fails reports
+/// TRANSIENT_FAILURE with the error, so the policy moves on to the next
+/// priority at once. Before it the error was only logged, and the next
+/// priority waited for the init timer (10 s here).
+#[test]
+fn a115_a_failed_config_update_is_a_transient_failure() {
+    run_scenario(
+        "failed config update",
+        Sched::LateTimers,
+        &ALL_VARIANTS,
+        SEEDS,
+        |variant| async move {
+            const REFUSING: &str = "refusing";
+            const SILENT: &str = "silent";
+            let ccs = Rc::new(RefCell::new(Vec::new()));
+            let mut reg = Registry::new();
+            reg.register(StubBuilder::new(
+                REFUSING,
+                StubFuncs {
+                    update_client_conn_state: Some(Rc::new(|_, _| {
+                        Box::pin(async { Err(GrpcError::new("config refused")) })
+                    })),
+                    ..Default::default()
+                },
+            ));
+            reg.register(capturing_builder(SILENT, ccs.clone()));
+            let env = Env::with_timeouts(variant, reg, 0, 10 * lbsim::sim::SEC);
+            let pb = env.build_priority().await;
+            pb.update_client_conn_state(priority_config(
+                &[("child-0", REFUSING, &[0]), ("child-1", SILENT, &[1])],
+                &["child-0", "child-1"],
+            ))
+            .await
+            .expect("the priority policy accepts the config");
+            lbsim::sim::sleep(lbsim::sim::SEC).await;
+            let built = ccs.borrow().len();
+            let want = usize::from(variant == Variant::A115);
+            assert_eq!(built, want, "{variant}: child-1 built within 1 s");
             env.close_priority(&pb).await;
         },
     );

@@ -6,9 +6,12 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
+use crate::grpc::Variant;
 use crate::grpc::balancer::{
-    BalancerState, ClientConn, ClientConnState, LoadBalancingConfig, ResolverState,
+    BalancerState, ClientConn, ClientConnState, ErrPicker, LoadBalancingConfig, PickError,
+    ResolverState,
 };
+use crate::grpc::connectivity::ConnectivityState;
 use crate::sim::{self, Timer};
 
 use super::balancer::PriorityBalancer;
@@ -120,12 +123,22 @@ impl ChildBalancer {
             resolver_state: self.r_state.borrow().clone(),
             balancer_config: self.config.borrow().clone(),
         };
-        // Go only logs the error.
-        let _ = self
-            .parent()
-            .bg
-            .update_client_conn_state(&self.name, state)
-            .await;
+        let parent = self.parent();
+        let result = parent.bg.update_client_conn_state(&self.name, state).await;
+        // Before fd539615a Go only logs the error; from it (A115) the child
+        // reports TRANSIENT_FAILURE with the error, and the update is
+        // handled as one from the child.
+        if let Err(err) = result
+            && parent.opts.variant == Variant::A115
+        {
+            self.reported_tf.set(true);
+            let tf = BalancerState {
+                connectivity_state: ConnectivityState::TransientFailure,
+                picker: Rc::new(ErrPicker(PickError::Failed(err))),
+            };
+            *self.state.borrow_mut() = tf.clone();
+            Box::pin(parent.handle_child_state_update(&self.name, tf)).await;
+        }
     }
 
     /// Removes the child from the group (`immediate`: close it even if the

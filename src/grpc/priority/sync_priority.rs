@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use crate::grpc::Variant;
 use crate::grpc::balancer::{BalancerState, BoxFut};
 use crate::grpc::connectivity::ConnectivityState;
 use crate::sim;
@@ -81,7 +82,7 @@ impl PriorityBalancer {
             return;
         }
         let new_state = s.connectivity_state;
-        *child.state.borrow_mut() = s;
+        let old_state = std::mem::replace(&mut *child.state.borrow_mut(), s).connectivity_state;
         match new_state {
             ConnectivityState::Ready | ConnectivityState::Idle => {
                 child.reported_tf.set(false);
@@ -92,7 +93,12 @@ impl PriorityBalancer {
                 child.stop_init_timer().await;
             }
             ConnectivityState::Connecting => {
-                if !child.reported_tf.get() {
+                // A115 (with 9b39ae241): a child already connecting keeps its
+                // timer, so failover comes when it fires even if the child
+                // reports Connecting again.
+                let restart = self.opts.variant != Variant::A115
+                    || old_state != ConnectivityState::Connecting;
+                if !child.reported_tf.get() && restart {
                     child.start_init_timer().await;
                 }
             }
