@@ -128,3 +128,68 @@ fn the_connect_table_sets_the_reconnect_backoff() {
         "slow {slow} vs test {test} steps per run"
     );
 }
+
+/// `client:` lines (failed expectations) of replays of seeds 1..=5 of a
+/// one-priority, two-backend scenario whose four RPCs expect s0.
+fn failed_expectations(policy: &str) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two_backends.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[scenario]
+name = "two_backends"
+
+[[backend]]
+name = "s0"
+
+[[backend]]
+name = "s1"
+
+[[priority]]
+backends = ["s0", "s1"]
+
+[balancer]
+child_policy = "{policy}"
+
+[client]
+script = [
+  {{ op = "rpc", expect = "s0", wait_for_ready = true }},
+  {{ op = "rpc", expect = "s0" }},
+  {{ op = "rpc", expect = "s0" }},
+  {{ op = "rpc", expect = "s0" }},
+  {{ op = "close" }},
+]
+"#
+        ),
+    )
+    .unwrap();
+    (1..=5)
+        .map(|seed| {
+            let out = Command::cargo_bin("lbsim")
+                .unwrap()
+                .args(["replay", path.to_str().unwrap(), "--variant", "pr-8095"])
+                .args(["--seed", &seed.to_string(), "--strategy", "random"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("client:"))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn the_balancer_child_policy_is_the_policy_the_channel_runs() {
+    // pick_first stays on the first backend; round_robin spreads the RPCs.
+    assert_eq!(failed_expectations("pick_first"), 0);
+    assert!(failed_expectations("round_robin") > 0);
+}

@@ -226,6 +226,7 @@ async fn world(observed: Rc<Observed>, priorities: &[&[&str]]) -> World {
             network,
             connect_params: ConnectParams::fast(),
             rpc_timeout: None,
+            child_policy: None,
         },
         addrs,
     )

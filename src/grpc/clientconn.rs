@@ -738,6 +738,9 @@ pub struct ChannelOptions {
     pub connect_params: ConnectParams,
     /// Deadline of each RPC's context (`None`: no deadline).
     pub rpc_timeout: Option<u64>,
+    /// The policy under every priority, by registry name (`None`:
+    /// round_robin).
+    pub child_policy: Option<String>,
 }
 
 /// A gRPC channel to the xDS cluster "cluster".
@@ -792,7 +795,7 @@ impl ClientConn {
         let _ = eds
             .put(ClusterUpdate {
                 priorities,
-                child_policy: None,
+                child_policy: opts.child_policy.clone(),
             })
             .await;
         ClientConn {

@@ -227,6 +227,7 @@ async fn client(
             network,
             connect_params: scenario.connect.clone(),
             rpc_timeout: None,
+            child_policy: Some(scenario.balancer.child_policy.channel_policy().to_string()),
         },
         priorities,
     )

@@ -28,7 +28,7 @@
 //! [balancer]                  # defaults shown
 //! init_timeout = "10s"
 //! cache_timeout = "15m"
-//! child_policy = "round_robin"   # or pick_first, ring_hash
+//! child_policy = "round_robin"   # or pick_first; ring_hash runs round_robin
 //!
 //! [connect]                   # reconnect backoff (grpc.ConnectParams)
 //! preset = "test"             # the real test's fastConnectParams (default):
@@ -76,8 +76,7 @@
 //! (a backend may be left out, none may be listed twice), and the optional
 //! `child_policy` (round_robin or pick_first; ring_hash is not modelled)
 //! replaces the policy under every priority; left out, the current one
-//! stays (round_robin until a push changes it: the channel runs round_robin
-//! whatever `[balancer] child_policy` says). The update goes to
+//! stays (`[balancer] child_policy` until a push changes it). The update goes to
 //! cluster_resolver, which names the children as grpc-go's does: a priority
 //! keeps the name (`priority-0-<n>`) of the first of its backends that the
 //! previous config had placed, if no higher priority took that name, and
@@ -183,6 +182,16 @@ impl ChildPolicy {
             ChildPolicy::RoundRobin => "round_robin",
             ChildPolicy::PickFirst => "pick_first",
             ChildPolicy::RingHash => "ring_hash",
+        }
+    }
+
+    /// The policy the channel runs under each priority. ring_hash is not
+    /// modelled: it runs round_robin, which with one endpoint per priority
+    /// (as in the test the flagship models) picks the same backend.
+    pub fn channel_policy(self) -> &'static str {
+        match self {
+            ChildPolicy::RoundRobin | ChildPolicy::RingHash => "round_robin",
+            ChildPolicy::PickFirst => "pick_first",
         }
     }
 }
