@@ -1,6 +1,8 @@
-//! The `update_config` client op end to end: a configuration pushed mid-run
-//! reaches the priority policy through cluster_resolver and moves RPCs to
-//! the backend it now prefers; without the push they never get there.
+//! The channel's configuration end to end: the `update_config` client op
+//! pushes one mid-run, which reaches the priority policy through
+//! cluster_resolver and moves RPCs to the backend it now prefers (without
+//! the push they never get there); `[balancer] child_policy` is the policy
+//! the channel runs from the start.
 //!
 //! `lbsim run` counts leaks, deadlocks, panics and limits, not failed client
 //! expectations, so each scenario is also replayed: `replay` prints every
@@ -185,4 +187,51 @@ fn without_the_push_s1_is_never_reached() {
         stdout.contains("client: rpc reached s0, want s1"),
         "{stdout}"
     );
+}
+
+/// One priority over s0 and s1 under `POLICY`; every RPC expects s0.
+const TWO_BACKENDS: &str = r#"
+[scenario]
+name = "two_backends"
+
+[[backend]]
+name = "s0"
+
+[[backend]]
+name = "s1"
+
+[[priority]]
+backends = ["s0", "s1"]
+
+[balancer]
+child_policy = "POLICY"
+
+[client]
+script = [
+  { op = "rpc", expect = "s0", wait_for_ready = true },
+  { op = "rpc", expect = "s0" },
+  { op = "rpc", expect = "s0" },
+  { op = "rpc", expect = "s0" },
+  { op = "close" },
+]
+"#;
+
+/// Failed expectations (`client:` lines) in replays of seeds 1..=5 of
+/// [`TWO_BACKENDS`] under `policy`.
+fn failed_expectations(policy: &str) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &TWO_BACKENDS.replace("POLICY", policy));
+    (1..=5)
+        .map(|seed| {
+            let (stdout, _) = replay(dir.path(), &scenario, "pr-8095", seed);
+            stdout.lines().filter(|l| l.starts_with("client:")).count()
+        })
+        .sum()
+}
+
+#[test]
+fn the_balancer_child_policy_is_the_policy_the_channel_runs() {
+    // pick_first stays on the first backend; round_robin spreads the RPCs.
+    assert_eq!(failed_expectations("pick_first"), 0);
+    assert!(failed_expectations("round_robin") > 0);
 }
