@@ -17,6 +17,7 @@ use lbsim::grpc::balancer::{
     Registry, StateListener, SubConnState,
 };
 use lbsim::grpc::connectivity::ConnectivityState::{self, *};
+use lbsim::grpc::priority::PriorityBalancer;
 use lbsim::grpc::variant::Variant;
 
 use crate::harness::*;
@@ -288,6 +289,29 @@ fn p1_19_add_low_priority_when_high_is_in_idle() {
     );
 }
 
+/// The ClientConns each child was built with, in build order.
+type Captured = Rc<RefCell<Vec<Rc<dyn ClientConn>>>>;
+
+/// A priority policy (init timeout 200 ms, cache off) given two children of
+/// a policy that reports nothing on its own: the environment, the policy,
+/// the time the config was pushed and the children's ClientConns.
+async fn silent_pair(variant: Variant) -> (Env, Rc<PriorityBalancer>, u64, Captured) {
+    const SILENT: &str = "silent";
+    let ccs: Captured = Rc::new(RefCell::new(Vec::new()));
+    let mut reg = Registry::new();
+    reg.register(capturing_builder(SILENT, ccs.clone()));
+    let env = Env::with_timeouts(variant, reg, 0, 200 * lbsim::sim::MS);
+    let pb = env.build_priority().await;
+    let pushed_at = lbsim::sim::now();
+    pb.update_client_conn_state(priority_config(
+        &[("child-0", SILENT, &[0]), ("child-1", SILENT, &[1])],
+        &["child-0", "child-1"],
+    ))
+    .await
+    .expect("config accepted");
+    (env, pb, pushed_at, ccs)
+}
+
 /// Reference §0.5 (what §1.6 relies on): the init timer starts when the
 /// child is built, not when it first reports CONNECTING. A child that never
 /// reports anything still gives way to the next priority after the init
@@ -301,19 +325,7 @@ fn p0_5_init_timer_starts_at_build() {
         &ALL_VARIANTS,
         SEEDS,
         |variant| async move {
-            const SILENT: &str = "silent";
-            let ccs = Rc::new(RefCell::new(Vec::new()));
-            let mut reg = Registry::new();
-            reg.register(capturing_builder(SILENT, ccs.clone()));
-            let env = Env::with_timeouts(variant, reg, 0, 200 * lbsim::sim::MS);
-            let pb = env.build_priority().await;
-            let built_at = lbsim::sim::now();
-            pb.update_client_conn_state(priority_config(
-                &[("child-0", SILENT, &[0]), ("child-1", SILENT, &[1])],
-                &["child-0", "child-1"],
-            ))
-            .await
-            .expect("config accepted");
+            let (env, pb, built_at, ccs) = silent_pair(variant).await;
             env.expect_live_children(&["child-0"]).await;
             wait_for("child-1 built", || (ccs.borrow().len() == 2).then_some(())).await;
             let after = lbsim::sim::now() - built_at;
@@ -341,18 +353,7 @@ fn a115_init_timer_is_not_restarted_by_connecting_again() {
         &ALL_VARIANTS,
         SEEDS,
         |variant| async move {
-            const SILENT: &str = "silent";
-            let ccs = Rc::new(RefCell::new(Vec::new()));
-            let mut reg = Registry::new();
-            reg.register(capturing_builder(SILENT, ccs.clone()));
-            let env = Env::with_timeouts(variant, reg, 0, 200 * lbsim::sim::MS);
-            let pb = env.build_priority().await;
-            pb.update_client_conn_state(priority_config(
-                &[("child-0", SILENT, &[0]), ("child-1", SILENT, &[1])],
-                &["child-0", "child-1"],
-            ))
-            .await
-            .expect("config accepted");
+            let (env, pb, _, ccs) = silent_pair(variant).await;
             let cc0 = wait_for("child-0 built", || ccs.borrow().first().cloned()).await;
             cc0.update_state(BalancerState::connecting_queue()).await;
             wait_for("child-1 built", || (ccs.borrow().len() == 2).then_some(())).await;
