@@ -150,6 +150,7 @@ fn options(variant: Variant, stubs: &Rc<StubBuilder>) -> BuildOptions {
     let mut registry = Registry::new();
     registry.register(Rc::new((**stubs).clone()));
     BuildOptions {
+        logger: Default::default(),
         variant,
         registry: Rc::new(registry),
         sub_balancer_close_timeout: CACHE_TIMEOUT,
@@ -356,6 +357,7 @@ async fn priority_demote_vs_close(stubs: Rc<StubBuilder>, opts: BuildOptions) {
                 Endpoint::new("10.0.0.1:80").in_child("p0"),
                 Endpoint::new("10.0.0.2:80").in_child("p1"),
             ],
+            ..Default::default()
         },
         balancer_config: Some(config.into_any()),
     })

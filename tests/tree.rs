@@ -131,7 +131,10 @@ impl Balancer for StubPriority {
                 let endpoints = grouped.get(name.as_str()).cloned().unwrap_or_default();
                 let _ = b
                     .update_client_conn_state(ClientConnState {
-                        resolver_state: ResolverState { endpoints },
+                        resolver_state: ResolverState {
+                            endpoints,
+                            ..Default::default()
+                        },
                         balancer_config: child.config.config.clone(),
                     })
                     .await;
@@ -200,6 +203,7 @@ async fn world(observed: Rc<Observed>, priorities: &[&[&str]]) -> World {
     reg.register(Rc::new(StubPriorityBuilder(observed)));
     let lifecycle = Rc::new(Lifecycle::default());
     let build = BuildOptions {
+        logger: Default::default(),
         variant: Variant::Pre8095,
         registry: Rc::new(reg),
         sub_balancer_close_timeout: 0,

@@ -78,10 +78,47 @@ impl Endpoint {
     }
 }
 
-/// `resolver.State` (only the endpoints matter to the policies modelled).
+/// `resolver.State` (only the endpoints and attributes matter to the
+/// policies modelled).
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct ResolverState {
     pub endpoints: Vec<Endpoint>,
+    pub attributes: Attributes,
+}
+
+/// `resolver.State.Attributes`: what the resolver hands the policies beside
+/// the endpoints (the xDS resolver puts its xDS client there, and cds takes
+/// it out). Compared by identity.
+#[derive(Clone, Default)]
+pub struct Attributes(pub Option<Rc<dyn Any>>);
+
+impl Attributes {
+    pub fn new<T: Any>(value: Rc<T>) -> Self {
+        Attributes(Some(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<Rc<T>> {
+        self.0.clone()?.downcast::<T>().ok()
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Attributes {}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "{..}" } else { "{}" })
+    }
 }
 
 /// `hierarchy.GroupEndpoints`: splits endpoints by the first element of their
@@ -284,6 +321,8 @@ pub struct BuildOptions {
     pub priority_init_timeout: u64,
     /// Counts builds and closes of child policies, for the oracles.
     pub lifecycle: Rc<Lifecycle>,
+    /// grpclog: the test logger or the default one.
+    pub logger: super::grpclog::Logger,
 }
 
 /// `balancer.Builder`. Build is async because policies start goroutines.

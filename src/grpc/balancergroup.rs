@@ -73,6 +73,16 @@ impl SubBalancerWrapper {
             }
         };
         sim::note(|| format!("balancergroup: build child {}", self.id));
+        self.build_opts
+            .logger
+            .info(|| {
+                format!(
+                    "Creating child policy of type {:?} for child {:?}",
+                    self.builder.name(),
+                    self.id
+                )
+            })
+            .await;
         let instance = self.build_opts.lifecycle.built(format!(
             "child policy {} ({})",
             self.id,
@@ -245,6 +255,12 @@ impl BalancerGroup {
         guard.unlock().await;
     }
 
+    /// `Add`: a child built with the group's own ClientConn.
+    pub async fn add(&self, id: &str, balancer_name: &str) -> Result<(), GrpcError> {
+        self.add_with_client_conn(id, balancer_name, self.cc.clone())
+            .await
+    }
+
     /// `AddWithClientConn`: adds a child under `id`, reusing a cached child
     /// with the same builder.
     pub async fn add_with_client_conn(
@@ -253,6 +269,10 @@ impl BalancerGroup {
         balancer_name: &str,
         cc: Rc<dyn ClientConn>,
     ) -> Result<(), GrpcError> {
+        self.build_opts
+            .logger
+            .info(|| format!("Adding child policy of type {balancer_name:?} for child {id:?}"))
+            .await;
         let Some(builder) = self.build_opts.registry.get(balancer_name) else {
             let prefix = if self.terminal() {
                 "balancergroup: "
@@ -330,6 +350,10 @@ impl BalancerGroup {
 
     async fn remove_internal(&self, id: &str, with_caching: bool) {
         sim::note(|| format!("balancergroup: Remove({id}) begins"));
+        self.build_opts
+            .logger
+            .info(|| format!("Removing child policy for child {id:?}"))
+            .await;
         let guard = self.outgoing_mu.lock().await;
         // PR #8095: after close, Remove leaves the child for Close to close.
         if self.terminal() && self.outgoing_closed.get() {
@@ -528,6 +552,10 @@ impl BalancerGroup {
     }
 
     async fn update_balancer_state(&self, id: &str, state: BalancerState) {
+        self.build_opts
+            .logger
+            .info(|| format!("Balancer state update from child {id}, new state: {state:?}"))
+            .await;
         if let Some(agg) = self.state_aggregator.upgrade() {
             agg.update_state(id, state).await;
         }

@@ -1,39 +1,43 @@
 //! The channel and the policies above the priority policy, ported from
-//! grpc-go at `e0ac3acff`: `clientconn.go` (NewSubConn bookkeeping, Close),
-//! `balancer_wrapper.go` (ccBalancerWrapper: its serializer, UpdateState,
-//! close), `picker_wrapper.go` (pick, blocking until the next picker), and
-//! minimal versions of `internal/balancer/gracefulswitch`,
-//! `xds/internal/balancer/clustermanager` (its balancergroup, cache off),
-//! `xds/internal/balancer/cdsbalancer` (its serializer and Close) and
-//! `xds/internal/balancer/clusterresolver` (its `run()` task, Close, and the
-//! priority config built from the EDS priorities).
+//! grpc-go at `e0ac3acff`: `clientconn.go` (NewSubConn bookkeeping, the
+//! connectivity state manager, Close), `balancer_wrapper.go`
+//! (ccBalancerWrapper: its serializer, UpdateState, close),
+//! `resolver_wrapper.go` (close), `picker_wrapper.go` (pick, blocking until
+//! the next picker), `internal/idle` (Close), and the xDS policies:
+//! `xds/internal/balancer/clustermanager` (its state aggregator and its
+//! balancergroup, cache off), `xds/internal/balancer/cdsbalancer` (its
+//! serializer, its watch, Close) and `xds/internal/balancer/clusterresolver`
+//! (its `run()` task, its resource resolver, Close, and the priority config
+//! built from the EDS priorities). The top gracefulswitch and the one around
+//! cds are the ported [`GracefulSwitch`], and cluster_manager's group is the
+//! ported [`BalancerGroup`], so every lock of those layers is on the path of
+//! each picker update, SubConn creation and SubConn state update.
 //!
-//! The close path follows the reference §4.1 step by step: the caller
-//! queues the close callback on the balancer serializer and cancels it;
-//! that callback closes the top gracefulswitch, then the cluster_manager
-//! layer (state aggregator, then its group: every tracked SubConn shut down,
-//! then cds closed); cds queues its close on its own serializer and waits
-//! for it; that callback closes cluster_resolver, which fires `closed` and
-//! waits for `done`; cluster_resolver's `run()` task closes the priority
-//! policy and fires `done`. `ClientConn::close` returns once the balancer
-//! serializer has finished, after which every remaining addrConn is torn
-//! down by its own task.
+//! The close path follows the reference §4.1 step by step: `Close` closes
+//! the idleness manager, publishes SHUTDOWN under `cc.mu`, closes the
+//! resolver wrapper (the xDS resolver closes on its serializer, dropping the
+//! xDS client), closes the picker wrapper, queues the balancer's close on the
+//! balancer serializer and cancels it, then waits for both serializers. The
+//! close callback closes the top gracefulswitch, then cluster_manager (its
+//! aggregator, then its group: every tracked SubConn shut down, then cds
+//! closed through its gracefulswitch); cds queues its close on its own
+//! serializer and waits for it; that callback cancels the cluster watch and
+//! closes cluster_resolver, which fires `closed` and waits for `done`;
+//! cluster_resolver's `run()` task stops its resource resolver (a watch
+//! cancellation, then its serializer), closes the priority policy and fires
+//! `done`. `ClientConn::close` returns once every addrConn is torn down.
 //!
 //! Simplified, and why it cannot change whether the close race can happen:
-//! * No xDS client, resolver or management server: the EDS priorities are
-//!   handed to cluster_resolver's resource channel directly, and
-//!   ResolveNow is only counted. They never touch the priority policy's
-//!   balancergroup or its locks.
-//! * The gracefulswitch wrappers between cluster_manager, cds and
-//!   cluster_resolver, and the cds/cluster_resolver ClientConn wrappers,
-//!   are folded away (they only intercept ResolveNow and credentials); the
-//!   top gracefulswitch's mutex is kept, as it is on the path of every
-//!   picker update and of Close. No Go lock on the path from the priority
-//!   worker up to the picker wrapper is held across a call into the
-//!   priority policy, so removing intermediate hops can only shorten that
-//!   path, never order Close against `Remove` in a way Go cannot.
-//! * The channel's RWMutex is a plain mutex, and the idleness manager,
-//!   channelz and connectivity-state subscribers are left out.
+//! * No management server, ADS stream or name resolution: the EDS priorities
+//!   reach cluster_resolver through the xDS client's update channel
+//!   directly, and ResolveNow is only counted (`src/grpc/xds.rs` says what
+//!   of the xDS client is kept).
+//! * The ClientConn wrappers of cds and cluster_resolver are folded away:
+//!   they only add credentials and intercept ResolveNow, and take no lock.
+//! * The channel's RWMutex is a plain mutex; channelz and the connectivity
+//!   state's subscribers (there are none in the modelled tests) are left
+//!   out, and the final wait on the state pubsub's serializer, after every
+//!   policy has closed, too.
 //! * Everything that decides the race is kept: `priority.Close()` runs on
 //!   the cluster_resolver `run()` task, a different task from the priority
 //!   worker and the balancer serializer, and the whole chain blocks the
@@ -44,17 +48,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use crate::grpc::balancer::{
-    Address, Balancer, BalancerState, BoxFut, BuildOptions, ClientConn as ClientConnApi,
-    ClientConnState, Endpoint, GrpcError, NewSubConnOptions, PickError, PickInfo, Picker,
-    ResolverState, StateListener, SubConn, SubConnId, SubConnState,
+    Address, Attributes, Balancer, BalancerState, BoxFut, BuildOptions, Builder,
+    ClientConn as ClientConnApi, ClientConnState, Endpoint, ErrPicker, GrpcError,
+    NewSubConnOptions, PickError, PickInfo, Picker, ResolverState, SubConn, SubConnId,
 };
+use crate::grpc::balancergroup::{BalancerGroup, BalancerStateAggregator};
 use crate::grpc::connectivity::ConnectivityState;
+use crate::grpc::gracefulswitch::GracefulSwitch;
+use crate::grpc::grpclog::Logger;
 use crate::grpc::outlier_detection::{self, OdConfig};
 use crate::grpc::priority::{self, Child, LbConfig};
 use crate::grpc::serializer::{CallbackSerializer, Ctx, callback};
 use crate::grpc::subconn::{AddrConn, ConnectParams};
+use crate::grpc::xds::{ResourceResolver, XdsClient, XdsResolver};
 use crate::net::Network;
-use crate::sim::{self, Event, GoMap, Mutex, Unbounded, after_func, select};
+use crate::sim::{self, Event, GoMap, Mutex, Timer, Unbounded, after_func, select};
 
 /// The child policy under each priority's outlier_detection.
 pub const LEAF_POLICY: &str = crate::grpc::leaf::ROUND_ROBIN;
@@ -205,21 +213,32 @@ impl PickerWrapper {
 /// with the addrConns (which hold it weakly).
 pub struct ChannelCore {
     /// `cc.mu`.
-    mu: Mutex,
+    pub(crate) mu: Mutex,
     /// `cc.conns`; `None` once the channel is closing.
     conns: RefCell<Option<GoMap<SubConnId, Rc<AddrConn>>>>,
     next_sub_conn: Cell<u32>,
     pub(crate) network: Rc<Network>,
     pub(crate) params: ConnectParams,
+    pub(crate) logger: Logger,
     serializer: RefCell<Option<Rc<CallbackSerializer>>>,
     serializer_ctx: Ctx,
     /// `ccb.mu` / `ccb.closed`.
     ccb_mu: Mutex,
     ccb_closed: Cell<bool>,
     /// `ccb.balancer` (the top gracefulswitch); `None` once closed.
-    balancer: RefCell<Option<Rc<ClusterManager>>>,
+    balancer: RefCell<Option<Rc<GracefulSwitch>>>,
+    /// Whether `ccb.balancer.SwitchTo` has run (`ccb.curBalancerName`).
+    switched: Cell<bool>,
     picker_wrapper: PickerWrapper,
+    /// `cc.csMgr`: its mutex, its state and its pubsub's mutex.
+    csm_mu: Mutex,
     state: Cell<ConnectivityState>,
+    pubsub_mu: Mutex,
+    /// `cc.idlenessMgr`: its mutex and its idle timer.
+    idle_mu: Mutex,
+    idle_timer: RefCell<Option<Timer>>,
+    /// `cc.resolverWrapper`.
+    resolver: RefCell<Option<Rc<ResolverWrapper>>>,
     resolve_now_count: Cell<u32>,
 }
 
@@ -262,6 +281,24 @@ impl ChannelCore {
             .borrow()
             .as_ref()
             .and_then(|c| c.get(&id).cloned())
+    }
+
+    /// `csMgr.updateState`: publishes a change (no subscriber is modelled;
+    /// the publication still takes the pubsub's mutex) and logs it.
+    async fn update_connectivity_state(&self, s: ConnectivityState) {
+        let g = self.csm_mu.lock().await;
+        let old = self.state.get();
+        if old == ConnectivityState::Shutdown || old == s {
+            g.unlock().await;
+            return;
+        }
+        self.state.set(s);
+        let p = self.pubsub_mu.lock().await;
+        p.unlock().await;
+        self.logger
+            .info(|| format!("Channel Connectivity change to {s}"))
+            .await;
+        g.unlock().await;
     }
 }
 
@@ -327,7 +364,7 @@ impl ClientConnApi for CcbHandle {
             }
             g2.unlock().await;
             cc.picker_wrapper.update_picker(s.picker).await;
-            cc.state.set(s.connectivity_state);
+            cc.update_connectivity_state(s.connectivity_state).await;
             g.unlock().await;
         })
     }
@@ -346,186 +383,386 @@ impl ClientConnApi for CcbHandle {
     }
 }
 
-// ------------------------------------------------ cluster_manager (+ top gsb)
+// ------------------------------------------------------- resolver wrapper
 
-/// The top gracefulswitch and `xds_cluster_manager_experimental` with its
-/// balancergroup (one child: cds for "cluster"; cache disabled). Every
-/// SubConn of the tree is created through its group.
-pub struct ClusterManager {
-    cc: Rc<dyn ClientConnApi>,
-    opts: BuildOptions,
-    /// The top gracefulswitch's `mu` and `closed`.
-    gsb_mu: Mutex,
-    gsb_closed: Cell<bool>,
-    /// The state aggregator's `mu` and `started`.
-    aggregator_mu: Mutex,
-    aggregator_started: Cell<bool>,
-    incoming_mu: Mutex,
-    incoming_started: Cell<bool>,
-    sc_to_sub_balancer: RefCell<GoMap<SubConnId, Rc<dyn SubConn>>>,
-    outgoing_mu: Mutex,
-    outgoing_started: Cell<bool>,
-    cds: RefCell<Option<Rc<Cds>>>,
-    eds: Rc<Unbounded<ClusterUpdate>>,
-    me: Weak<ClusterManager>,
+/// `ccResolverWrapper`: the channel's resolver (the xDS resolver) runs on
+/// its serializer, which Close cancels and the channel waits for.
+struct ResolverWrapper {
+    mu: Mutex,
+    closed: Cell<bool>,
+    serializer: Rc<CallbackSerializer>,
+    serializer_ctx: Ctx,
+    resolver: Rc<RefCell<Option<Rc<XdsResolver>>>>,
+    logger: Logger,
 }
 
-/// The ClientConn cds and everything below it see.
-struct ClusterManagerChildCc(Weak<ClusterManager>);
+impl ResolverWrapper {
+    async fn start(resolver: Rc<XdsResolver>, logger: Logger) -> Rc<ResolverWrapper> {
+        let ctx: Ctx = Rc::new(Event::new("ccr.serializer.ctx"));
+        let serializer = CallbackSerializer::new("ccr.serializer", ctx.clone()).await;
+        Rc::new(ResolverWrapper {
+            mu: Mutex::new("ccr.mu"),
+            closed: Cell::new(false),
+            serializer,
+            serializer_ctx: ctx,
+            resolver: Rc::new(RefCell::new(Some(resolver))),
+            logger,
+        })
+    }
 
-impl ClientConnApi for ClusterManagerChildCc {
-    fn new_sub_conn(
+    /// `ccResolverWrapper.close`: the resolver is closed on the serializer.
+    async fn close(&self) {
+        self.logger
+            .info(|| "Closing the name resolver".into())
+            .await;
+        let g = self.mu.lock().await;
+        self.closed.set(true);
+        g.unlock().await;
+        let r = self.resolver.clone();
+        self.serializer
+            .try_schedule(callback(move |_ctx| async move {
+                let resolver = r.borrow_mut().take();
+                if let Some(resolver) = resolver {
+                    resolver.close().await;
+                }
+            }))
+            .await;
+        self.serializer_ctx.fire().await;
+    }
+}
+
+// ---------------------------------------------------------- cluster_manager
+
+/// The cluster_manager's one child: cds for the cluster "cluster".
+const CLUSTER_CHILD: &str = "cluster:cluster";
+
+/// `xds_cluster_manager_experimental`.
+pub const CLUSTER_MANAGER: &str = "xds_cluster_manager_experimental";
+
+/// Builds `xds_cluster_manager_experimental`.
+pub struct ClusterManagerBuilder;
+
+impl Builder for ClusterManagerBuilder {
+    fn name(&self) -> &str {
+        CLUSTER_MANAGER
+    }
+
+    fn build(
         &self,
-        addrs: Vec<Address>,
-        opts: NewSubConnOptions,
-    ) -> BoxFut<'_, Result<Rc<dyn SubConn>, GrpcError>> {
-        Box::pin(async move {
-            match self.0.upgrade() {
-                Some(cm) => cm.new_sub_conn(addrs, opts).await,
-                None => Err(err_client_conn_closing()),
-            }
-        })
+        cc: Rc<dyn ClientConnApi>,
+        opts: BuildOptions,
+    ) -> BoxFut<'static, Rc<dyn Balancer>> {
+        Box::pin(async move { ClusterManager::build(cc, opts).await as Rc<dyn Balancer> })
     }
+}
 
-    fn update_state(&self, state: BalancerState) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            if let Some(cm) = self.0.upgrade() {
-                cm.update_state(state).await;
-            }
-        })
-    }
-
-    fn resolve_now(&self) -> BoxFut<'_, ()> {
-        Box::pin(async move {
-            if let Some(cm) = self.0.upgrade() {
-                cm.cc.resolve_now().await;
-            }
-        })
-    }
+/// `xds_cluster_manager_experimental` (`clustermanager.go`): a state
+/// aggregator and a balancergroup with the cache disabled. Its only child
+/// here is cds for the one cluster, and every SubConn of the tree is
+/// created through its group.
+pub struct ClusterManager {
+    aggregator: Rc<StateAggregator>,
+    bg: Rc<BalancerGroup>,
+    /// The children of the last config (`b.children`).
+    children: RefCell<BTreeSet<String>>,
+    logger: Logger,
 }
 
 impl ClusterManager {
-    fn new(
-        cc: Rc<dyn ClientConnApi>,
-        opts: BuildOptions,
-        eds: Rc<Unbounded<ClusterUpdate>>,
-    ) -> Rc<Self> {
-        Rc::new_cyclic(|me| ClusterManager {
-            cc,
-            opts,
-            gsb_mu: Mutex::new("gracefulswitch.mu"),
-            gsb_closed: Cell::new(false),
-            aggregator_mu: Mutex::new("cluster_manager.aggregator.mu"),
-            aggregator_started: Cell::new(true),
-            incoming_mu: Mutex::new("cluster_manager.bg.incomingMu"),
-            incoming_started: Cell::new(true),
-            sc_to_sub_balancer: RefCell::new(GoMap::new()),
-            outgoing_mu: Mutex::new("cluster_manager.bg.outgoingMu"),
-            outgoing_started: Cell::new(true),
-            cds: RefCell::new(None),
-            eds,
-            me: me.clone(),
-        })
-    }
-
-    /// `bg.newSubConn`.
-    async fn new_sub_conn(
-        &self,
-        addrs: Vec<Address>,
-        opts: NewSubConnOptions,
-    ) -> Result<Rc<dyn SubConn>, GrpcError> {
-        let g = self.incoming_mu.lock().await;
-        if !self.incoming_started.get() {
-            g.unlock().await;
-            return Err(GrpcError::new(
-                "NewSubConn is called after balancer group is closed",
-            ));
-        }
-        let sc_id: Rc<Cell<Option<SubConnId>>> = Rc::new(Cell::new(None));
-        let (me, id2, old) = (self.me.clone(), sc_id.clone(), opts.state_listener.clone());
-        let listener: StateListener = Rc::new(move |s: SubConnState| {
-            let (me, id, old) = (me.clone(), id2.get(), old.clone());
-            Box::pin(async move {
-                if let (Some(cm), Some(id)) = (me.upgrade(), id) {
-                    cm.update_sub_conn_state(id, s, old).await;
-                }
-            })
+    async fn build(cc: Rc<dyn ClientConnApi>, opts: BuildOptions) -> Rc<ClusterManager> {
+        let aggregator = Rc::new(StateAggregator {
+            cc: cc.clone(),
+            mu: Mutex::new("cluster_manager.aggregator.mu"),
+            closed: Cell::new(false),
+            states: RefCell::new(BTreeMap::new()),
+            pause: Cell::new(false),
+            need_update_on_resume: Cell::new(false),
+            logger: opts.logger.clone(),
         });
-        let r = self
-            .cc
-            .new_sub_conn(
-                addrs,
-                NewSubConnOptions {
-                    state_listener: Some(listener),
-                },
-            )
-            .await;
-        match r {
-            Ok(sc) => {
-                sc_id.set(Some(sc.id()));
-                self.sc_to_sub_balancer
-                    .borrow_mut()
-                    .insert(sc.id(), sc.clone());
-                g.unlock().await;
-                Ok(sc)
-            }
-            Err(e) => {
-                g.unlock().await;
-                Err(e)
-            }
+        let weak: Weak<StateAggregator> = Rc::downgrade(&aggregator);
+        let agg: Weak<dyn BalancerStateAggregator> = weak;
+        let bg = BalancerGroup::new(cc, opts.clone(), agg, 0);
+        // PR #8095 removed `Start`: the group is started from `New`.
+        if !opts.variant.terminal_close() {
+            bg.start().await;
         }
-    }
-
-    /// `bg.updateSubConnState`.
-    async fn update_sub_conn_state(
-        &self,
-        id: SubConnId,
-        state: SubConnState,
-        cb: Option<StateListener>,
-    ) {
-        let g = self.incoming_mu.lock().await;
-        if !self.sc_to_sub_balancer.borrow().contains_key(&id) {
-            g.unlock().await;
-            return;
-        }
-        if state.connectivity_state == ConnectivityState::Shutdown {
-            self.sc_to_sub_balancer.borrow_mut().remove(&id);
-        }
-        g.unlock().await;
-        let g = self.outgoing_mu.lock().await;
-        if let Some(cb) = cb {
-            cb(state).await;
-        }
-        g.unlock().await;
-    }
-
-    /// The state aggregator, then the top gracefulswitch, then the channel.
-    async fn update_state(&self, state: BalancerState) {
-        let g = self.aggregator_mu.lock().await;
-        if !self.aggregator_started.get() {
-            g.unlock().await;
-            return;
-        }
-        let g2 = self.gsb_mu.lock().await;
-        if !self.gsb_closed.get() {
-            self.cc.update_state(state).await;
-        }
-        g2.unlock().await;
-        g.unlock().await;
+        opts.logger.info(|| "cluster_manager: Created".into()).await;
+        Rc::new(ClusterManager {
+            aggregator,
+            bg,
+            children: RefCell::new(BTreeSet::new()),
+            logger: opts.logger,
+        })
     }
 }
 
 impl Balancer for ClusterManager {
-    /// Builds cds for the one cluster on the first update.
-    fn update_client_conn_state(&self, _s: ClientConnState) -> BoxFut<'_, Result<(), GrpcError>> {
+    /// `UpdateClientConnState` with the config of one child, cds for the
+    /// cluster: state updates are paused while children are added and
+    /// configured, then the aggregated state is pushed once.
+    fn update_client_conn_state(&self, s: ClientConnState) -> BoxFut<'_, Result<(), GrpcError>> {
         Box::pin(async move {
-            let g = self.outgoing_mu.lock().await;
-            if self.outgoing_started.get() && self.cds.borrow().is_none() {
-                let cc: Rc<dyn ClientConnApi> = Rc::new(ClusterManagerChildCc(self.me.clone()));
-                let cds = Cds::build(cc, self.opts.clone(), self.eds.clone()).await;
-                *self.cds.borrow_mut() = Some(cds);
+            self.aggregator.pause_state_updates().await;
+            let mut result = Ok(());
+            if !self.children.borrow().contains(CLUSTER_CHILD) {
+                self.aggregator.add(CLUSTER_CHILD).await;
+                if let Err(e) = self.bg.add(CLUSTER_CHILD, CDS).await {
+                    result = Err(e);
+                }
+            }
+            let child_state = ClientConnState {
+                resolver_state: ResolverState {
+                    endpoints: Vec::new(),
+                    attributes: s.resolver_state.attributes.clone(),
+                },
+                balancer_config: None,
+            };
+            if let Err(e) = self
+                .bg
+                .update_client_conn_state(CLUSTER_CHILD, child_state)
+                .await
+            {
+                result = Err(e);
+            }
+            self.children.borrow_mut().insert(CLUSTER_CHILD.to_string());
+            self.aggregator.resume_state_updates().await;
+            result
+        })
+    }
+
+    fn resolver_error(&self, err: GrpcError) -> BoxFut<'_, ()> {
+        Box::pin(async move { self.bg.resolver_error(err).await })
+    }
+
+    fn exit_idle(&self) -> BoxFut<'_, ()> {
+        Box::pin(async move { self.bg.exit_idle().await })
+    }
+
+    /// The aggregator, then the group (every tracked SubConn shut down, then
+    /// cds closed).
+    fn close(&self) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            self.aggregator.close().await;
+            self.bg.close().await;
+            self.logger
+                .info(|| "cluster_manager: Shutdown".into())
+                .await;
+        })
+    }
+}
+
+/// The state of one child in the aggregator: its last state and the state
+/// it counts as (TRANSIENT_FAILURE stays until READY or IDLE).
+struct ChildPickerState {
+    state: BalancerState,
+    state_to_aggregate: ConnectivityState,
+}
+
+/// cluster_manager's `balancerStateAggregator`.
+struct StateAggregator {
+    cc: Rc<dyn ClientConnApi>,
+    mu: Mutex,
+    closed: Cell<bool>,
+    states: RefCell<BTreeMap<String, ChildPickerState>>,
+    pause: Cell<bool>,
+    need_update_on_resume: Cell<bool>,
+    logger: Logger,
+}
+
+impl StateAggregator {
+    async fn close(&self) {
+        let g = self.mu.lock().await;
+        self.closed.set(true);
+        g.unlock().await;
+    }
+
+    /// A new child starts CONNECTING with a picker that queues.
+    async fn add(&self, id: &str) {
+        let g = self.mu.lock().await;
+        self.states.borrow_mut().insert(
+            id.to_string(),
+            ChildPickerState {
+                state: BalancerState::connecting_queue(),
+                state_to_aggregate: ConnectivityState::Connecting,
+            },
+        );
+        self.build_and_update_locked().await;
+        g.unlock().await;
+    }
+
+    async fn pause_state_updates(&self) {
+        let g = self.mu.lock().await;
+        self.pause.set(true);
+        self.need_update_on_resume.set(false);
+        g.unlock().await;
+    }
+
+    async fn resume_state_updates(&self) {
+        let g = self.mu.lock().await;
+        self.pause.set(false);
+        if self.need_update_on_resume.get() {
+            let s = self.build_locked().await;
+            self.cc.update_state(s).await;
+        }
+        g.unlock().await;
+    }
+
+    async fn build_and_update_locked(&self) {
+        if self.closed.get() {
+            return;
+        }
+        if self.pause.get() {
+            self.need_update_on_resume.set(true);
+            return;
+        }
+        let s = self.build_locked().await;
+        self.cc.update_state(s).await;
+    }
+
+    /// The aggregated state (`ConnectivityStateEvaluator`) and the picker
+    /// group. Every RPC of the model goes to the one cluster, so the group
+    /// picks with that child's picker.
+    async fn build_locked(&self) -> BalancerState {
+        self.logger
+            .info(|| "cluster_manager: Child pickers".into())
+            .await;
+        let states = self.states.borrow();
+        let counts = |s: ConnectivityState| {
+            states
+                .values()
+                .filter(|c| c.state_to_aggregate == s)
+                .count()
+        };
+        let connectivity_state = if counts(ConnectivityState::Ready) > 0 {
+            ConnectivityState::Ready
+        } else if counts(ConnectivityState::Connecting) > 0 {
+            ConnectivityState::Connecting
+        } else if counts(ConnectivityState::Idle) > 0 {
+            ConnectivityState::Idle
+        } else {
+            ConnectivityState::TransientFailure
+        };
+        let picker = states.get(CLUSTER_CHILD).map_or_else(
+            || Rc::new(ErrPicker(PickError::NoSubConnAvailable)) as Rc<dyn Picker>,
+            |c| c.state.picker.clone(),
+        );
+        BalancerState {
+            connectivity_state,
+            picker,
+        }
+    }
+}
+
+impl BalancerStateAggregator for StateAggregator {
+    fn update_state(&self, id: &str, state: BalancerState) -> BoxFut<'_, ()> {
+        let id = id.to_string();
+        Box::pin(async move {
+            self.logger
+                .info(|| format!("cluster_manager: State update from sub-balancer {id:?}"))
+                .await;
+            let g = self.mu.lock().await;
+            let known = {
+                let mut states = self.states.borrow_mut();
+                match states.get_mut(&id) {
+                    None => false,
+                    Some(c) => {
+                        if !(c.state_to_aggregate == ConnectivityState::TransientFailure
+                            && state.connectivity_state == ConnectivityState::Connecting)
+                        {
+                            c.state_to_aggregate = state.connectivity_state;
+                        }
+                        c.state = state;
+                        true
+                    }
+                }
+            };
+            if known {
+                self.build_and_update_locked().await;
             }
             g.unlock().await;
+        })
+    }
+}
+
+// ---------------------------------------------------------------------- cds
+
+/// `cds_experimental`.
+pub const CDS: &str = "cds_experimental";
+
+/// Builds `cds_experimental`.
+pub struct CdsBuilder;
+
+impl Builder for CdsBuilder {
+    fn name(&self) -> &str {
+        CDS
+    }
+
+    fn build(
+        &self,
+        cc: Rc<dyn ClientConnApi>,
+        opts: BuildOptions,
+    ) -> BoxFut<'static, Rc<dyn Balancer>> {
+        Box::pin(async move { Cds::build(cc, opts).await as Rc<dyn Balancer> })
+    }
+}
+
+/// `cds_experimental`: its serializer, its watch of the cluster, and the
+/// cluster_resolver child built and closed on the serializer.
+pub struct Cds {
+    cc: Rc<dyn ClientConnApi>,
+    opts: BuildOptions,
+    serializer: Rc<CallbackSerializer>,
+    serializer_cancel: Ctx,
+    state: Rc<CdsState>,
+}
+
+/// What only the serializer's callbacks touch.
+#[derive(Default)]
+struct CdsState {
+    xds_client: RefCell<Option<Rc<XdsClient>>>,
+    watching: Cell<bool>,
+    child: RefCell<Option<Rc<ClusterResolver>>>,
+}
+
+impl Cds {
+    async fn build(cc: Rc<dyn ClientConnApi>, opts: BuildOptions) -> Rc<Cds> {
+        let ctx: Ctx = Rc::new(Event::new("cds.serializer.ctx"));
+        let serializer = CallbackSerializer::new("cds.serializer", ctx.clone()).await;
+        opts.logger.info(|| "cds: Created".into()).await;
+        Rc::new(Cds {
+            cc,
+            opts,
+            serializer,
+            serializer_cancel: ctx,
+            state: Rc::new(CdsState::default()),
+        })
+    }
+}
+
+impl Balancer for Cds {
+    /// Takes the xDS client from the resolver state and, on the serializer,
+    /// watches the cluster. The cluster resource arrives at once: the
+    /// serializer builds cluster_resolver.
+    fn update_client_conn_state(&self, s: ClientConnState) -> BoxFut<'_, Result<(), GrpcError>> {
+        Box::pin(async move {
+            let Some(client) = s.resolver_state.attributes.get::<XdsClient>() else {
+                return Err(GrpcError::new("xds: no xDS client found in resolver state"));
+            };
+            let (st, cc, opts) = (self.state.clone(), self.cc.clone(), self.opts.clone());
+            self.serializer
+                .try_schedule(callback(move |_ctx| async move {
+                    *st.xds_client.borrow_mut() = Some(client.clone());
+                    st.watching.set(true);
+                    if st.child.borrow().is_none() {
+                        let logger = opts.logger.clone();
+                        let cr = ClusterResolver::build(cc, opts, client).await;
+                        *st.child.borrow_mut() = Some(cr);
+                        logger
+                            .info(|| "cds: Created child policy cluster_resolver".into())
+                            .await;
+                    }
+                }))
+                .await;
             Ok(())
         })
     }
@@ -535,90 +772,43 @@ impl Balancer for ClusterManager {
     }
 
     fn exit_idle(&self) -> BoxFut<'_, ()> {
-        Box::pin(async {})
+        Box::pin(async move {
+            let st = self.state.clone();
+            self.serializer
+                .try_schedule(callback(move |_ctx| async move {
+                    let child = st.child.borrow().clone();
+                    if let Some(c) = child {
+                        c.exit_idle().await;
+                    }
+                }))
+                .await;
+        })
     }
 
-    /// gracefulswitch Close, then cluster_manager Close (aggregator, then
-    /// the group's three sections; the cache is disabled).
+    /// On the serializer: cancel the watch, close cluster_resolver; then
+    /// stop the serializer and wait for it.
     fn close(&self) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            let g = self.gsb_mu.lock().await;
-            self.gsb_closed.set(true);
-            g.unlock().await;
-
-            let g = self.aggregator_mu.lock().await;
-            self.aggregator_started.set(false);
-            g.unlock().await;
-
-            let g = self.incoming_mu.lock().await;
-            if self.incoming_started.get() {
-                self.incoming_started.set(false);
-                let scs = self.sc_to_sub_balancer.borrow_mut().drain_go_order();
-                for (_, sc) in scs {
-                    sc.shutdown().await;
-                }
-            }
-            g.unlock().await;
-
-            let g = self.outgoing_mu.lock().await;
-            if self.outgoing_started.get() {
-                self.outgoing_started.set(false);
-                let cds = self.cds.borrow_mut().take();
-                if let Some(cds) = cds {
-                    cds.close().await;
-                }
-            }
-            g.unlock().await;
+            let (st, logger) = (self.state.clone(), self.opts.logger.clone());
+            self.serializer
+                .try_schedule(callback(move |_ctx| async move {
+                    // closeAllWatchers
+                    let client = st.xds_client.borrow().clone();
+                    if let Some(client) = client
+                        && st.watching.replace(false)
+                    {
+                        client.cancel_watch().await;
+                    }
+                    let cr = st.child.borrow_mut().take();
+                    if let Some(cr) = cr {
+                        cr.close().await;
+                    }
+                    logger.info(|| "cds: Shutdown".into()).await;
+                }))
+                .await;
+            self.serializer_cancel.fire().await;
+            self.serializer.done().wait().await;
         })
-    }
-}
-
-// ---------------------------------------------------------------------- cds
-
-/// `cds_experimental`: its serializer, and the cluster_resolver child built
-/// and closed on it.
-pub struct Cds {
-    serializer: Rc<CallbackSerializer>,
-    serializer_cancel: Ctx,
-    child: Rc<RefCell<Option<Rc<ClusterResolver>>>>,
-}
-
-impl Cds {
-    async fn build(
-        cc: Rc<dyn ClientConnApi>,
-        opts: BuildOptions,
-        eds: Rc<Unbounded<ClusterUpdate>>,
-    ) -> Rc<Cds> {
-        let ctx: Ctx = Rc::new(Event::new("cds.serializer.ctx"));
-        let serializer = CallbackSerializer::new("cds.serializer", ctx.clone()).await;
-        let child: Rc<RefCell<Option<Rc<ClusterResolver>>>> = Rc::new(RefCell::new(None));
-        // The CDS resource arrives: build cluster_resolver on the serializer.
-        let c = child.clone();
-        serializer
-            .try_schedule(callback(move |_ctx| async move {
-                let cr = ClusterResolver::build(cc, opts, eds).await;
-                *c.borrow_mut() = Some(cr);
-            }))
-            .await;
-        Rc::new(Cds {
-            serializer,
-            serializer_cancel: ctx,
-            child,
-        })
-    }
-
-    async fn close(&self) {
-        let c = self.child.clone();
-        self.serializer
-            .try_schedule(callback(move |_ctx| async move {
-                let cr = c.borrow_mut().take();
-                if let Some(cr) = cr {
-                    cr.close().await;
-                }
-            }))
-            .await;
-        self.serializer_cancel.fire().await;
-        self.serializer.done().wait().await;
     }
 }
 
@@ -631,6 +821,7 @@ pub struct ClusterResolver {
     cc: Rc<dyn ClientConnApi>,
     opts: BuildOptions,
     update_ch: Unbounded<()>,
+    resource_watcher: ResourceResolver,
     resource_updates: Rc<Unbounded<ClusterUpdate>>,
     closed: Event,
     done: Event,
@@ -645,12 +836,18 @@ impl ClusterResolver {
     async fn build(
         cc: Rc<dyn ClientConnApi>,
         opts: BuildOptions,
-        resource_updates: Rc<Unbounded<ClusterUpdate>>,
+        client: Rc<XdsClient>,
     ) -> Rc<ClusterResolver> {
+        let resource_updates = client.eds.clone();
+        let resource_watcher = ResourceResolver::new(client).await;
+        opts.logger
+            .info(|| "cluster_resolver: Created".into())
+            .await;
         let b = Rc::new(ClusterResolver {
             cc,
             opts,
             update_ch: Unbounded::new("cluster_resolver.updateCh"),
+            resource_watcher,
             resource_updates,
             closed: Event::new("cluster_resolver.closed"),
             done: Event::new("cluster_resolver.done"),
@@ -661,6 +858,10 @@ impl ClusterResolver {
         let runner = b.clone();
         sim::go("cluster_resolver.run", async move { runner.run().await }).await;
         b
+    }
+
+    async fn exit_idle(&self) {
+        let _ = self.update_ch.put(()).await;
     }
 
     async fn run(&self) {
@@ -686,11 +887,16 @@ impl ClusterResolver {
                     }
                 }
                 _ => {
+                    self.resource_watcher.stop(true).await;
                     let child = self.child.borrow_mut().take();
                     if let Some(c) = child {
                         c.close().await;
                     }
                     self.update_ch.close().await;
+                    self.opts
+                        .logger
+                        .info(|| "cluster_resolver: Shutdown".into())
+                        .await;
                     self.done.fire().await;
                     return;
                 }
@@ -713,10 +919,17 @@ impl ClusterResolver {
         let leaf = self.leaf_policy.borrow().clone();
         let (cfg, endpoints) =
             build_named_priority_config(priorities, &mut self.names.borrow_mut(), &leaf);
+        self.opts
+            .logger
+            .info(|| "cluster_resolver: Built child policy config".into())
+            .await;
         let child = self.child.borrow().clone().expect("built above");
         let _ = child
             .update_client_conn_state(ClientConnState {
-                resolver_state: ResolverState { endpoints },
+                resolver_state: ResolverState {
+                    endpoints,
+                    attributes: Attributes::default(),
+                },
                 balancer_config: Some(cfg.into_any()),
             })
             .await;
@@ -743,6 +956,9 @@ pub struct ChannelOptions {
     pub child_policy: Option<String>,
 }
 
+/// `grpc.DefaultIdleTimeout`: the idleness manager's timer.
+const IDLE_TIMEOUT: u64 = 30 * 60 * sim::SEC;
+
 /// A gRPC channel to the xDS cluster "cluster".
 pub struct ClientConn {
     core: Rc<ChannelCore>,
@@ -751,10 +967,14 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    /// `grpc.NewClient` plus the first resolver update: starts the balancer
-    /// serializer, builds the tree on it, and hands cluster_resolver the
-    /// EDS priorities (addresses, highest priority first).
+    /// `grpc.NewClient` plus the first resolver update: starts the xDS
+    /// resolver (with its xDS client) on the resolver wrapper, the balancer
+    /// serializer and the idleness timer; on the balancer serializer the top
+    /// gracefulswitch switches to cluster_manager and gets the resolver
+    /// state; the EDS priorities (addresses, highest priority first) reach
+    /// cluster_resolver through the xDS client.
     pub async fn new(opts: ChannelOptions, priorities: Vec<Vec<Rc<str>>>) -> ClientConn {
+        let logger = opts.build.logger.clone();
         let serializer_ctx: Ctx = Rc::new(Event::new("ccb.serializer.ctx"));
         let core = Rc::new(ChannelCore {
             mu: Mutex::new("cc.mu"),
@@ -762,34 +982,56 @@ impl ClientConn {
             next_sub_conn: Cell::new(0),
             network: opts.network.clone(),
             params: opts.connect_params.clone(),
+            logger: logger.clone(),
             serializer: RefCell::new(None),
             serializer_ctx: serializer_ctx.clone(),
             ccb_mu: Mutex::new("ccb.mu"),
             ccb_closed: Cell::new(false),
             balancer: RefCell::new(None),
+            switched: Cell::new(false),
             picker_wrapper: PickerWrapper::new(),
+            csm_mu: Mutex::new("csMgr.mu"),
             state: Cell::new(ConnectivityState::Idle),
+            pubsub_mu: Mutex::new("csMgr.pubSub.mu"),
+            idle_mu: Mutex::new("idlenessMgr.idleMu"),
+            idle_timer: RefCell::new(None),
+            resolver: RefCell::new(None),
             resolve_now_count: Cell::new(0),
         });
+        let idle = after_func(IDLE_TIMEOUT, "idlenessMgr.timer", async {}).await;
+        *core.idle_timer.borrow_mut() = Some(idle);
+        let client = XdsClient::new(logger.clone()).await;
+        let eds = client.eds.clone();
+        let resolver = XdsResolver::build(client.clone(), logger.clone()).await;
+        *core.resolver.borrow_mut() = Some(ResolverWrapper::start(resolver, logger.clone()).await);
         let serializer = CallbackSerializer::new("ccb.serializer", serializer_ctx).await;
         *core.serializer.borrow_mut() = Some(serializer.clone());
-        let eds: Rc<Unbounded<ClusterUpdate>> = Rc::new(Unbounded::new("xds.eds.updates"));
         let cc: Rc<dyn ClientConnApi> = Rc::new(CcbHandle(Rc::downgrade(&core)));
-        let top = ClusterManager::new(cc, opts.build.clone(), eds.clone());
+        let top = GracefulSwitch::new(cc, opts.build.clone());
         *core.balancer.borrow_mut() = Some(top);
         // ccb.updateClientConnState: on the serializer.
         let c = core.clone();
+        let state = ClientConnState {
+            resolver_state: ResolverState {
+                endpoints: Vec::new(),
+                attributes: Attributes::new(client),
+            },
+            balancer_config: None,
+        };
         serializer
             .try_schedule(callback(move |ctx| async move {
                 let top = c.balancer.borrow().clone();
                 if ctx.has_fired() {
                     return;
                 }
-                if let Some(top) = top {
-                    let _ = top
-                        .update_client_conn_state(ClientConnState::default())
+                let Some(top) = top else { return };
+                if !c.switched.replace(true) {
+                    let _ = top.switch_to(Rc::new(ClusterManagerBuilder)).await;
+                    c.logger
+                        .info(|| format!("Channel switches to new LB policy {CLUSTER_MANAGER:?}"))
                         .await;
                 }
+                let _ = top.update_client_conn_state(state).await;
             }))
             .await;
         let _ = eds
@@ -918,20 +1160,36 @@ impl ClientConn {
     /// whole policy tree has closed and every addrConn is torn down.
     pub async fn close(&self) {
         let core = &self.core;
-        let g = core.mu.lock().await;
-        let Some(conns) = core.conns.borrow_mut().take() else {
-            drop(g);
-            return;
-        };
-        core.state.set(ConnectivityState::Shutdown);
+        // idlenessMgr.Close: no entering or leaving idle from here on.
+        let g = core.idle_mu.lock().await;
+        let timer = core.idle_timer.borrow_mut().take();
+        if let Some(t) = timer {
+            t.stop().await;
+        }
         g.unlock().await;
 
+        let g = core.mu.lock().await;
+        let Some(conns) = core.conns.borrow_mut().take() else {
+            g.unlock().await;
+            return;
+        };
+        core.update_connectivity_state(ConnectivityState::Shutdown)
+            .await;
+        g.unlock().await;
+
+        let resolver = core.resolver.borrow().clone();
+        if let Some(r) = &resolver {
+            r.close().await;
+        }
         core.picker_wrapper.close().await;
 
         // ccb.close()
         let g = core.ccb_mu.lock().await;
         core.ccb_closed.set(true);
         g.unlock().await;
+        core.logger
+            .info(|| "ccBalancerWrapper: closing".into())
+            .await;
         let c = core.clone();
         let serializer = core.serializer();
         serializer
@@ -944,6 +1202,9 @@ impl ClientConn {
             .await;
         core.serializer_ctx.fire().await;
 
+        if let Some(r) = &resolver {
+            r.serializer.done().wait().await;
+        }
         serializer.done().wait().await;
 
         let mut conns = conns;
@@ -961,5 +1222,6 @@ impl ClientConn {
         for _ in 0..n {
             finished.get().await;
         }
+        core.logger.info(|| "Channel deleted".into()).await;
     }
 }

@@ -861,6 +861,7 @@ impl EndpointSharding {
                     .update_client_conn_state(ClientConnState {
                         resolver_state: ResolverState {
                             endpoints: vec![endpoint.clone()],
+                            attributes: state.resolver_state.attributes.clone(),
                         },
                         balancer_config: state.balancer_config.clone(),
                     })
@@ -988,6 +989,7 @@ impl Builder for RoundRobinBuilder {
         let name = self.name.clone();
         Box::pin(async move {
             let instance = opts.lifecycle.built(name);
+            opts.logger.info(|| "round_robin: Created".into()).await;
             let lifecycle = opts.lifecycle.clone();
             let child_builder: ChildBuilderFn =
                 Rc::new(|cc, opts| PickFirst::new(cc, opts, true) as Rc<dyn Balancer>);

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod clientconn;
 pub mod connectivity;
 pub mod gracefulswitch;
+pub mod grpclog;
 pub mod leaf;
 pub mod outlier_detection;
 pub mod priority;
@@ -16,6 +17,7 @@ pub mod serializer;
 pub mod subconn;
 pub mod tree;
 pub mod variant;
+pub mod xds;
 
 pub use balancer::*;
 pub use connectivity::ConnectivityState;

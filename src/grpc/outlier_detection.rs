@@ -155,6 +155,9 @@ impl OutlierDetection {
     /// `bb.Build`: starts `run()`.
     pub async fn build(cc: Rc<dyn ClientConn>, opts: BuildOptions) -> Rc<OutlierDetection> {
         let instance = opts.lifecycle.built(NAME.to_string());
+        opts.logger
+            .info(|| "outlier_detection: Created".into())
+            .await;
         let lifecycle = opts.lifecycle.clone();
         let b = Rc::new_cyclic(|me| OutlierDetection {
             cc,

@@ -132,6 +132,9 @@ pub struct AddrConn {
     health_mu: Mutex,
     health_gen: Cell<u64>,
     health_state: Cell<ConnectivityState>,
+    /// `acbw.producersMu` (no producer is ever registered: health checks
+    /// are off, so closing the producers only takes the lock).
+    producers_mu: Mutex,
     me: Weak<AddrConn>,
 }
 
@@ -158,6 +161,7 @@ impl AddrConn {
             health_mu: Mutex::new(Name::lazy(move || format!("{id}.healthMu"))),
             health_gen: Cell::new(0),
             health_state: Cell::new(ConnectivityState::Idle),
+            producers_mu: Mutex::new(Name::lazy(move || format!("{id}.producersMu"))),
             me: me.clone(),
         })
     }
@@ -253,6 +257,20 @@ impl AddrConn {
             if self.ctx.has_fired() {
                 return Err(GrpcError::new("grpc: the connection is closing"));
             }
+            // The keepalive parameters are read under `ac.mu` and `cc.mu`.
+            let g = self.mu.lock().await;
+            let g2 = cc.mu.lock().await;
+            g2.unlock().await;
+            g.unlock().await;
+            let id = self.id;
+            cc.logger
+                .info(|| {
+                    format!(
+                        "[{id}] Subchannel picks a new address {:?} to connect",
+                        addr.addr
+                    )
+                })
+                .await;
             match self.create_transport(cc, addr, connect_deadline).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -353,6 +371,12 @@ impl AddrConn {
         t
     }
 
+    /// `acbw.closeProducers()`.
+    async fn close_producers(&self) {
+        let g = self.producers_mu.lock().await;
+        g.unlock().await;
+    }
+
     /// `ac.tearDown()`.
     pub(crate) async fn tear_down(&self) {
         let g = self.mu.lock().await;
@@ -365,6 +389,12 @@ impl AddrConn {
             .await;
         self.ctx.fire().await;
         self.st.borrow_mut().cur_addr = None;
+        if let Some(cc) = self.cc.upgrade() {
+            let id = self.id;
+            cc.logger
+                .info(|| format!("[{id}] Subchannel deleted"))
+                .await;
+        }
         g.unlock().await;
         if let Some(t) = cur_tr {
             t.close().await;
@@ -380,6 +410,10 @@ impl AddrConn {
         self.st.borrow_mut().state = s;
         sim::note(|| format!("{} -> {s}", self.id));
         let Some(cc) = self.cc.upgrade() else { return };
+        let id = self.id;
+        cc.logger
+            .info(|| format!("[{id}] Subchannel Connectivity change to {s}"))
+            .await;
         let me = self.rc();
         let last_listener = if s == ConnectivityState::Shutdown {
             self.state_listener.borrow_mut().take()
@@ -393,6 +427,7 @@ impl AddrConn {
                 if ctx.has_fired() || cc.balancer_closed() {
                     return;
                 }
+                me.close_producers().await;
                 let g = me.health_mu.lock().await;
                 me.health_gen.set(me.health_gen.get() + 1);
                 me.health_state.set(s);
@@ -432,9 +467,10 @@ impl SubConn for AddrConn {
         })
     }
 
-    /// `acbw.Shutdown()`: `cc.removeAddrConn(ac)`.
+    /// `acbw.Shutdown()`: close the producers, then `cc.removeAddrConn(ac)`.
     fn shutdown(&self) -> BoxFut<'_, ()> {
         Box::pin(async move {
+            self.close_producers().await;
             if let Some(cc) = self.cc.upgrade() {
                 cc.remove_addr_conn(&self.rc()).await;
             }

@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use crate::experiment::{Model, RunOptions, RunResult};
 use crate::grpc::clientconn::{ChannelOptions, ClientConn, ClusterUpdate};
+use crate::grpc::grpclog::Logger;
 use crate::grpc::priority::{Child, LbConfig, PriorityBalancer};
 use crate::grpc::probe::{self, ParentCc, ProbeBuilder, ProbeConfig, ProbeWorld};
 use crate::grpc::{
@@ -174,6 +175,11 @@ fn build_options(
         sub_balancer_close_timeout: scenario.balancer.cache_timeout,
         priority_init_timeout: scenario.balancer.init_timeout,
         lifecycle,
+        logger: if scenario.client.test_logger {
+            Logger::test()
+        } else {
+            Logger::off()
+        },
     }
 }
 

@@ -44,6 +44,9 @@
 //!
 //! [client]
 //! leak_check_grace = "10s"
+//! test_logger = true          # the Go test's grpctest logger: every Info
+//!                             # log of grpc-go takes its shared mutex
+//!                             # (default false: grpc-go's default logger)
 //! script = [
 //!   { op = "rpc", expect = "s0" },
 //!   { op = "stop_listener", backend = "s0" },
@@ -271,6 +274,9 @@ pub struct ProbeHarness {
 pub struct ClientScript {
     pub steps: Vec<ClientStep>,
     pub leak_check_grace: u64,
+    /// The Go test runs under grpctest, whose logger takes a process-wide
+    /// mutex for every Info log (`src/grpc/grpclog.rs`).
+    pub test_logger: bool,
 }
 
 /// Defaults for `lbsim run`, overridable on the command line.
@@ -672,6 +678,7 @@ impl Cx<'_> {
                 "leak_check_grace",
                 10 * SEC,
             )?,
+            test_logger: raw.client.test_logger.unwrap_or(false),
         };
 
         // Runtime model of the timed strategy.

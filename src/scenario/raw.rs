@@ -111,6 +111,7 @@ pub struct RawConnect {
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
     pub leak_check_grace: Option<Text>,
+    pub test_logger: Option<bool>,
     pub script: Spanned<Vec<RawStep>>,
 }
 

@@ -284,3 +284,20 @@ fn bad_update_config_is_refused_where_it_is_written() {
         assert!(message.contains(needle), "{step}: {message}");
     }
 }
+
+#[test]
+fn the_test_logger_is_off_unless_the_client_table_says_so() {
+    assert!(
+        !Scenario::parse("t.toml", MINIMAL)
+            .unwrap()
+            .client
+            .test_logger
+    );
+    let on = MINIMAL.replace("[client]\n", "[client]\ntest_logger = true\n");
+    assert!(Scenario::parse("t.toml", &on).unwrap().client.test_logger);
+    // Not a boolean: refused at its line.
+    let bad = MINIMAL.replace("[client]\n", "[client]\ntest_logger = \"yes\"\n");
+    let e = Scenario::parse("t.toml", &bad).unwrap_err().to_string();
+    assert!(e.contains("t.toml:18:15"), "{e}");
+    assert!(e.contains("expected a boolean"), "{e}");
+}

@@ -578,7 +578,10 @@ pub fn priority_config_ignoring(
     }
     lb.priorities = priorities.iter().map(|p| p.to_string()).collect();
     ClientConnState {
-        resolver_state: ResolverState { endpoints },
+        resolver_state: ResolverState {
+            endpoints,
+            ..Default::default()
+        },
         balancer_config: Some(lb.into_any()),
     }
 }
@@ -588,6 +591,7 @@ pub fn endpoints_state(backends: &[u32]) -> ClientConnState {
     ClientConnState {
         resolver_state: ResolverState {
             endpoints: backends.iter().map(|b| Endpoint::new(&addr(*b))).collect(),
+            ..Default::default()
         },
         balancer_config: None,
     }
@@ -617,6 +621,7 @@ impl Env {
     ) -> Env {
         let lifecycle = Rc::new(Lifecycle::default());
         let opts = BuildOptions {
+            logger: Default::default(),
             variant,
             registry: Rc::new(registry),
             sub_balancer_close_timeout,

@@ -104,6 +104,7 @@ impl PriorityBalancer {
         }
         let worker = b.clone();
         sim::go("priority.run", async move { worker.run().await }).await;
+        b.opts.logger.info(|| "priority: Created".into()).await;
         b
     }
 
@@ -147,6 +148,7 @@ impl PriorityBalancer {
                     .get(name.as_str())
                     .cloned()
                     .unwrap_or_default(),
+                attributes: s.resolver_state.attributes.clone(),
             };
             let current = self.children.borrow().get(&name).cloned();
             let Some(current_child) = current else {
