@@ -365,6 +365,7 @@ impl lbsim::experiment::Model for StopAfter<'_> {
             steps: 1,
             preemptions: 0,
             tasks: 1,
+            client_errors: Vec::new(),
         }
     }
 }

@@ -75,10 +75,21 @@ fn run_minimal(dir: &Path, out: &str, extra: &[&str]) {
     ok(dir, &args);
 }
 
-/// Summary CSV without the wall-clock columns (the last two).
+/// Summary CSV without the wall-clock columns, found by name (newer
+/// columns come after them).
 fn without_timing(csv: &str) -> String {
+    let header: Vec<&str> = csv.lines().next().unwrap_or("").split(',').collect();
+    let timing = |i: usize| matches!(header.get(i), Some(&"elapsed_s" | &"runs_per_s"));
     csv.lines()
-        .map(|l| l.rsplitn(3, ',').nth(2).unwrap_or(l).to_string() + "\n")
+        .map(|l| {
+            let kept: Vec<&str> = l
+                .split(',')
+                .enumerate()
+                .filter(|(i, _)| !timing(*i))
+                .map(|(_, f)| f)
+                .collect();
+            kept.join(",") + "\n"
+        })
         .collect()
 }
 

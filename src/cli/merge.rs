@@ -221,7 +221,12 @@ fn check_failures(
             );
         }
     }
-    let failing: u64 = summary.iter().map(|s| s.runs.saturating_sub(s.ok)).sum();
+    // A row per run failing by its outcome, and one per run with a failed
+    // client expectation.
+    let failing: u64 = summary
+        .iter()
+        .map(|s| s.runs.saturating_sub(s.ok) + s.client_failures.unwrap_or(0))
+        .sum();
     if (rows.len() as u64) < failing {
         eprintln!(
             "warning: {} keeps {} of the {failing} failing runs of {} (--max-failures): the merged failures.csv lacks the others",

@@ -281,6 +281,9 @@ pub struct SweepRow {
     pub first_failure_seed: Option<u64>,
     /// This point was interrupted (Ctrl-C) before all its runs were done.
     pub partial: bool,
+    /// Runs whose client had an expectation fail (not an outcome; last, so
+    /// that readers of the older files keep working).
+    pub client_failures: u64,
 }
 
 pub const SWEEP_HEADER: &[&str] = &[
@@ -300,6 +303,7 @@ pub const SWEEP_HEADER: &[&str] = &[
     "ci95_high",
     "first_failure_seed",
     "partial",
+    "client_failures",
 ];
 
 pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
@@ -412,6 +416,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 ci95_high: r.ci95_high,
                 first_failure_seed: r.first_failure_seed,
                 partial: r.partial,
+                client_failures: r.client_failures.unwrap_or(0),
             });
         }
         if result.partial {
@@ -540,6 +545,16 @@ fn table(rows: &[SweepRow], strategy: &str, seed: u64, partial: bool) -> String 
                 report::fmt_rate(r.ci95_low),
                 report::fmt_rate(r.ci95_high)
             )
+        ));
+    }
+    // Only when some expectation failed, as in `lbsim run`'s table.
+    for r in rows.iter().filter(|r| r.client_failures > 0) {
+        s.push_str(&format!(
+            "client expectations failed in {} of {} runs of {} at {}\n",
+            r.client_failures,
+            r.runs,
+            r.variant,
+            show(r.value, &r.unit)
         ));
     }
     s

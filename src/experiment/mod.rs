@@ -7,6 +7,10 @@
 //! test are counted on the fly. Aggregates are order-independent sums plus
 //! the smallest-index failure, so the result does not depend on `--jobs`, and
 //! shards (disjoint index ranges) merge exactly.
+//!
+//! A failed client expectation (the Go test's `t.Fatalf`) is not an outcome:
+//! the run still ends `ok`, `leak` and so on. Runs with one are counted
+//! beside the outcomes, per variant, with the smallest such index.
 
 pub mod search;
 pub mod stats;
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::grpc::Variant;
 use crate::scenario::Scenario;
+use crate::scenario::driver::{GrpcModel, MAX_STALL, ModelCheck};
 use crate::sim::rng::derive_seed;
 use crate::sim::strategy::{Pct, RandomStrategy, RuntimeModel, StrategyKind, Timed};
 use crate::sim::{Outcome, RunConfig, RunReport, Sim, Strategy};
@@ -32,6 +37,9 @@ pub struct RunResult {
     pub steps: u64,
     pub preemptions: u64,
     pub tasks: usize,
+    /// The client expectations that failed (`expect`, `rpc_until`), in the
+    /// order they failed; empty if every one held.
+    pub client_errors: Vec<String>,
 }
 
 impl RunResult {
@@ -53,7 +61,22 @@ impl RunResult {
             steps: report.steps,
             preemptions: report.preemptions,
             tasks: report.tasks_spawned,
+            client_errors: Vec::new(),
         }
+    }
+
+    /// One run of the gRPC model: the kernel's report with the model's
+    /// checks, as `GrpcModel::run_one` reduces them, and the client
+    /// expectations that failed.
+    pub fn from_model_run(report: &RunReport, check: &ModelCheck) -> Self {
+        let mut result = RunResult::from_report(report);
+        if report.outcome == Outcome::Leak {
+            result
+                .leaked
+                .extend(check.unclosed.iter().map(|c| format!("{c} never closed")));
+        }
+        result.client_errors = check.client_errors.clone();
+        result
     }
 }
 
@@ -102,9 +125,30 @@ pub trait Model: Sync {
 }
 
 /// The model `lbsim run` uses for a scenario: the gRPC port driven by the
-/// scenario's client script.
+/// scenario's client script, with the client expectations that failed kept
+/// in each result.
 pub fn model_for(scenario: &Scenario) -> Box<dyn Model> {
-    Box::new(crate::scenario::driver::GrpcModel::new(scenario))
+    Box::new(ScenarioModel(GrpcModel::new(scenario)))
+}
+
+/// [`GrpcModel`] with its client's failed expectations in the results:
+/// the same kernel configuration and result as its own `run_one`, which
+/// drops them.
+struct ScenarioModel(GrpcModel);
+
+impl Model for ScenarioModel {
+    fn run_one(&self, variant: Variant, sim: &mut Sim, seed: u64, opts: &RunOptions) -> RunResult {
+        let cfg = RunConfig {
+            max_early_fire: MAX_STALL,
+            ..opts.config(seed)
+        };
+        let (report, check) = self.0.run_report(variant, sim, &cfg);
+        RunResult::from_model_run(&report, &check)
+    }
+
+    fn expected_steps(&self) -> u64 {
+        self.0.expected_steps()
+    }
 }
 
 /// A strategy, as a value that can be sent to worker threads and built there.
@@ -201,11 +245,17 @@ pub struct Counts {
     pub limits: u64,
     pub steps: u64,
     pub preemptions: u64,
+    /// Runs with at least one failed client expectation, whatever their
+    /// outcome (not an outcome: `runs = ok + leaks + ...` without them).
+    pub client_failures: u64,
 }
 
 impl Counts {
     fn add(&mut self, r: &RunResult) {
         self.runs += 1;
+        if !r.client_errors.is_empty() {
+            self.client_failures += 1;
+        }
         match r.outcome {
             Outcome::Ok => self.ok += 1,
             Outcome::Leak => self.leaks += 1,
@@ -226,6 +276,7 @@ impl Counts {
         self.limits += o.limits;
         self.steps += o.steps;
         self.preemptions += o.preemptions;
+        self.client_failures += o.client_failures;
     }
 
     pub fn failures(&self) -> u64 {
@@ -239,6 +290,13 @@ pub struct FirstFailure {
     pub index: u64,
     pub seed: u64,
     pub outcome: Outcome,
+}
+
+/// The run with the smallest index whose client had an expectation fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstClientFailure {
+    pub index: u64,
+    pub seed: u64,
 }
 
 /// Leak outcomes of a variant paired with the baseline's on the same seeds.
@@ -255,18 +313,24 @@ pub struct VariantSummary {
     pub variant: Variant,
     pub counts: Counts,
     pub first_failure: Option<FirstFailure>,
+    pub first_client_failure: Option<FirstClientFailure>,
     /// The baseline it is paired with and the discordant pairs; `None` for
     /// the baseline itself.
     pub paired: Option<(Variant, Discordant)>,
 }
 
-/// One failing run, kept for `failures.csv`.
+/// One failing run, kept for `failures.csv`: failing by its outcome, or
+/// (`client`) by a failed client expectation. A run that fails both ways
+/// is kept twice, the outcome first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
     pub index: u64,
     pub seed: u64,
     pub variant: Variant,
     pub result: RunResult,
+    /// Kept for its failed client expectations (`result.client_errors`),
+    /// not for its outcome.
+    pub client: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -302,6 +366,7 @@ const CHUNK: u64 = 64;
 struct WorkerState {
     counts: Vec<Counts>,
     first: Vec<Option<FirstFailure>>,
+    first_client: Vec<Option<FirstClientFailure>>,
     discordant: Vec<Discordant>,
     failures: Vec<Failure>,
     failures_dropped: u64,
@@ -312,6 +377,7 @@ impl WorkerState {
         WorkerState {
             counts: vec![Counts::default(); n],
             first: vec![None; n],
+            first_client: vec![None; n],
             discordant: vec![Discordant::default(); n],
             failures: Vec::new(),
             failures_dropped: 0,
@@ -357,21 +423,28 @@ pub fn run(
                     let result =
                         run_guarded(model, variant, &mut sim, seed, exp, &mut outcomes[vi]);
                     st.counts[vi].add(&result);
-                    if result.outcome.is_failure() {
-                        if st.first[vi].is_none() {
-                            // Indices rise within a worker: the first seen is its smallest.
-                            st.first[vi] = Some(FirstFailure {
-                                index,
-                                seed,
-                                outcome: result.outcome,
-                            });
-                        }
+                    // Indices rise within a worker: the first seen is its smallest.
+                    let failed = result.outcome.is_failure();
+                    if failed && st.first[vi].is_none() {
+                        st.first[vi] = Some(FirstFailure {
+                            index,
+                            seed,
+                            outcome: result.outcome,
+                        });
+                    }
+                    let client_failed = !result.client_errors.is_empty();
+                    if client_failed && st.first_client[vi].is_none() {
+                        st.first_client[vi] = Some(FirstClientFailure { index, seed });
+                    }
+                    let kept = [failed, client_failed];
+                    for client in [false, true].into_iter().filter(|&c| kept[usize::from(c)]) {
                         if st.failures.len() < exp.max_failures {
                             st.failures.push(Failure {
                                 index,
                                 seed,
                                 variant,
-                                result,
+                                result: result.clone(),
+                                client,
                             });
                         } else {
                             st.failures_dropped += 1;
@@ -417,6 +490,7 @@ pub fn run(
     let states = states.into_inner().expect("workers finished");
     let mut counts = vec![Counts::default(); nv];
     let mut first: Vec<Option<FirstFailure>> = vec![None; nv];
+    let mut first_client: Vec<Option<FirstClientFailure>> = vec![None; nv];
     let mut discordant = vec![Discordant::default(); nv];
     let mut failures = Vec::new();
     let mut failures_dropped = 0;
@@ -427,6 +501,10 @@ pub fn run(
                 (Some(a), Some(b)) => Some(if b.index < a.index { b } else { a }),
                 (a, b) => a.or(b),
             };
+            first_client[vi] = match (first_client[vi], st.first_client[vi]) {
+                (Some(a), Some(b)) => Some(if b.index < a.index { b } else { a }),
+                (a, b) => a.or(b),
+            };
             discordant[vi].base_only += st.discordant[vi].base_only;
             discordant[vi].variant_only += st.discordant[vi].variant_only;
         }
@@ -434,7 +512,7 @@ pub fn run(
         failures_dropped += st.failures_dropped;
     }
     let order = |v: Variant| exp.variants.iter().position(|x| *x == v);
-    failures.sort_by_key(|f| (f.index, order(f.variant)));
+    failures.sort_by_key(|f| (f.index, order(f.variant), f.client));
     if failures.len() > exp.max_failures {
         failures_dropped += (failures.len() - exp.max_failures) as u64;
         failures.truncate(exp.max_failures);
@@ -447,6 +525,7 @@ pub fn run(
             variant,
             counts: counts[vi].clone(),
             first_failure: first[vi],
+            first_client_failure: first_client[vi],
             paired: match base {
                 Some(b) if b != vi => Some((exp.variants[b], discordant[vi])),
                 _ => None,
@@ -490,6 +569,7 @@ fn run_guarded(
             steps: 0,
             preemptions: 0,
             tasks: 0,
+            client_errors: Vec::new(),
         }
     });
     *outcome = result.outcome;
@@ -553,6 +633,7 @@ mod tests {
                 steps: seed % 7,
                 preemptions: 0,
                 tasks: 1,
+                client_errors: Vec::new(),
             }
         }
     }
@@ -642,6 +723,126 @@ mod tests {
         let r = run(&ByResidue, &experiment(2, Shard::WHOLE), &stop, &|_| {});
         assert!(r.partial);
         assert_eq!(r.summaries[0].counts.runs, 0);
+    }
+
+    /// Leaks on seeds divisible by 3 in pre-8095; its client's expectation
+    /// fails on seeds divisible by 4 in every variant, whatever the outcome.
+    struct ClientByResidue;
+
+    impl Model for ClientByResidue {
+        fn run_one(&self, variant: Variant, _: &mut Sim, seed: u64, _: &RunOptions) -> RunResult {
+            let leak = variant == Variant::Pre8095 && seed.is_multiple_of(3);
+            RunResult {
+                outcome: if leak { Outcome::Leak } else { Outcome::Ok },
+                leaked: Vec::new(),
+                steps: 1,
+                preemptions: 0,
+                tasks: 1,
+                client_errors: if seed.is_multiple_of(4) {
+                    vec![format!("rpc reached s1, want s0 (seed {seed})")]
+                } else {
+                    Vec::new()
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn failed_client_expectations_are_counted_beside_the_outcomes() {
+        let stop = AtomicBool::new(false);
+        let mut exp = experiment(1, Shard::WHOLE);
+        exp.max_failures = 10_000;
+        let one = run(&ClientByResidue, &exp, &stop, &|_| {});
+        exp.jobs = 3;
+        let three = run(&ClientByResidue, &exp, &stop, &|_| {});
+        assert_eq!(one.summaries, three.summaries);
+        assert_eq!(one.failures, three.failures);
+
+        let seeds: Vec<u64> = (0..1_000).map(|i| derive_seed(9, i)).collect();
+        let by4 = seeds.iter().filter(|s| *s % 4 == 0).count() as u64;
+        let first4 = seeds.iter().position(|s| s % 4 == 0).unwrap() as u64;
+        for s in &one.summaries {
+            assert_eq!(s.counts.client_failures, by4, "{:?}", s.variant);
+            // Not an outcome: the outcomes still add up to the runs.
+            let c = &s.counts;
+            assert_eq!(c.ok + c.leaks + c.deadlocks + c.panics + c.limits, c.runs);
+            assert_eq!(
+                s.first_client_failure,
+                Some(FirstClientFailure {
+                    index: first4,
+                    seed: seeds[first4 as usize]
+                })
+            );
+        }
+        assert_eq!(one.summaries[1].counts.ok, 1_000);
+        assert_eq!(one.summaries[1].first_failure, None);
+
+        // failures.csv: a row per run failing by its outcome and one per
+        // run with a failed expectation; a run failing both ways has both,
+        // the outcome first.
+        let mut expected: Vec<(u64, Variant, bool)> = Vec::new();
+        for (i, seed) in seeds.iter().enumerate() {
+            for v in [Variant::Pre8095, Variant::Pr8095] {
+                if v == Variant::Pre8095 && seed % 3 == 0 {
+                    expected.push((i as u64, v, false));
+                }
+                if seed % 4 == 0 {
+                    expected.push((i as u64, v, true));
+                }
+            }
+        }
+        let kept: Vec<(u64, Variant, bool)> = one
+            .failures
+            .iter()
+            .map(|f| (f.index, f.variant, f.client))
+            .collect();
+        assert_eq!(kept, expected);
+        assert!(
+            one.failures
+                .iter()
+                .any(|f| f.client && !f.result.outcome.is_failure())
+        );
+        assert!(
+            one.failures
+                .iter()
+                .any(|f| f.client && f.result.outcome.is_failure())
+        );
+    }
+
+    #[test]
+    fn the_scenario_model_runs_as_the_driver_does_and_keeps_client_errors() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios/switch_to_lower_priority_and_back.toml");
+        let scenario = Scenario::load(&path).unwrap();
+        let driver = GrpcModel::new(&scenario);
+        let model = model_for(&scenario);
+        assert_eq!(model.expected_steps(), driver.expected_steps());
+        let opts = RunOptions::for_scenario(&scenario);
+        for seed in 0..12 {
+            for variant in [Variant::Pre4308, Variant::Pr8095] {
+                let mut a = Sim::new(Box::new(RandomStrategy::new()));
+                let mut b = Sim::new(Box::new(RandomStrategy::new()));
+                let ours = model.run_one(variant, &mut a, seed, &opts);
+                let theirs = driver.run_one(variant, &mut b, seed, &opts);
+                // The same run; the driver's own result drops the client's
+                // failed expectations, which replay prints.
+                let (report, check) = driver.run_report(
+                    variant,
+                    &mut Sim::new(Box::new(RandomStrategy::new())),
+                    &RunConfig {
+                        max_early_fire: MAX_STALL,
+                        ..opts.config(seed)
+                    },
+                );
+                assert_eq!(ours.client_errors, check.client_errors);
+                assert_eq!(ours.steps, report.steps);
+                let ours = RunResult {
+                    client_errors: Vec::new(),
+                    ..ours
+                };
+                assert_eq!(ours, theirs, "{variant:?} seed {seed}");
+            }
+        }
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //!
 //! Both use a logarithmic rate axis, labelled at every decade, because the
 //! rates of interest span many decades (a buggy variant at 2e-5, a fixed one
-//! at 0). A zero count has no place on a log axis; it is drawn as a bound,
-//! not as a rate: in the bar chart a cap with an arrow pointing down at the
-//! upper bound of its Wilson 95% interval (about 4/runs), labelled
-//! `0 leaks (< bound)`, with no bar under it; in the sweep chart a hollow
-//! downward triangle there. A reader sees both that no leak was observed
-//! and how strong that evidence is, and no zero looks like a measured rate.
+//! at 0); an axis with fewer than two decades on it is labelled at 1, 2 and
+//! 5 times each power of ten instead, so that values can still be read. A
+//! zero count has no place on a log axis; it is drawn as a bound, not as a
+//! rate: a cap with an arrow pointing down at the upper bound of its Wilson
+//! 95% interval (about 4/runs). In the bar chart it is labelled
+//! `0 leaks (< bound)`, with no bar under it; in the sweep chart the legend
+//! says `0 leaks: 95% upper bound`, and lines to it are dashed. A reader
+//! sees both that no leak was observed and how strong that evidence is, and
+//! no zero looks like a measured rate.
 
 use std::path::Path;
 
@@ -18,7 +21,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
-    ChartError, DrawResult, Paint, fmt_decade, fmt_rate, font, render, text_width, thousands,
+    ChartError, DrawResult, Paint, fmt_log_tick, fmt_rate, font, render, text_width, thousands,
     trim_zeros, variant_colour,
 };
 
@@ -48,8 +51,8 @@ pub struct SweepPoint {
     pub ci_high: f64,
 }
 
-/// The text that marks a sweep point drawn at its upper bound.
-pub const ZERO_LABEL: &str = "0 leaks (upper bound)";
+/// The legend's name for a sweep point without leaks, drawn as a bound.
+pub const ZERO_LABEL: &str = "0 leaks: 95% upper bound";
 
 /// The label of a variant without leaks in the bar chart: the count and the
 /// bound the rate is below, `0 leaks (< 2.6e-5)`.
@@ -90,8 +93,10 @@ pub fn leak_rate_chart(bars: &[RateBar], title: &str, path: &Path) -> Result<(),
 
 /// Draws one line per variant of the leak rate against a swept parameter
 /// (`param`, measured in `unit`), with a shaded Wilson 95% band, on a log
-/// rate axis. Points with no leak sit at their upper bound as hollow
-/// triangles. Writes PNG or SVG, chosen by the extension of `path`.
+/// rate axis. A point with no leak is a bound, as in [`leak_rate_chart`]:
+/// a cap at its interval's upper bound with an arrow pointing down, named
+/// [`ZERO_LABEL`] in the legend. Writes PNG or SVG, chosen by the extension
+/// of `path`.
 pub fn sweep_chart(
     points: &[SweepPoint],
     param: &str,
@@ -160,18 +165,49 @@ pub(crate) fn decade_ticks(lo: f64, hi: f64) -> Vec<f64> {
     (first..=last).map(|e| 10f64.powi(e)).collect()
 }
 
-/// A log rate axis from `lo` to `hi` with its bold grid lines and labels at
-/// every decade, and light lines at 2..9 times each decade when it spans
-/// few enough decades for them to stay apart.
+/// The labelled values of a log rate axis from `lo` to `hi`: every power of
+/// ten; on an axis with fewer than two of them, 1, 2 and 5 times each power
+/// of ten; on one too short for two of those, every whole multiple.
+pub(crate) fn rate_labels(lo: f64, hi: f64) -> Vec<f64> {
+    let decades = decade_ticks(lo, hi);
+    if decades.len() >= 2 {
+        return decades;
+    }
+    let multiples = |ms: &[u32]| {
+        let mut out = Vec::new();
+        let mut e = (lo.log10() - 1e-9).floor() as i32;
+        while 10f64.powi(e) <= hi * (1.0 + 1e-9) {
+            for &m in ms {
+                let v = f64::from(m) * 10f64.powi(e);
+                if v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9) {
+                    out.push(v);
+                }
+            }
+            e += 1;
+        }
+        out
+    };
+    let labels = multiples(&[1, 2, 5]);
+    if labels.len() >= 2 {
+        labels
+    } else {
+        multiples(&[1, 2, 3, 4, 5, 6, 7, 8, 9])
+    }
+}
+
+/// A log rate axis from `lo` to `hi` with bold grid lines and labels at
+/// [`rate_labels`], and light lines at the other 2..9 times each decade
+/// when it spans few enough decades for them to stay apart.
 fn rate_axis(lo: f64, hi: f64) -> impl Ranged<ValueType = f64, FormatOption = DefaultFormatting> {
-    let bold = decade_ticks(lo, hi);
+    let bold = rate_labels(lo, hi);
     let mut light = Vec::new();
     if (hi / lo).log10() <= 5.0 {
         let mut e = lo.log10().floor() as i32;
         while 10f64.powi(e) <= hi {
             for m in 2..=9 {
                 let v = f64::from(m) * 10f64.powi(e);
-                if v > lo && v < hi {
+                let labelled = bold.iter().any(|b| (b / v - 1.0).abs() < 1e-9);
+                if v > lo && v < hi && !labelled {
                     light.push(v);
                 }
             }
@@ -313,7 +349,6 @@ enum Swatch {
     Whisker,
     Line(RGBColor),
     Band(RGBColor),
-    HollowTriangle(RGBColor),
     Heading,
 }
 
@@ -366,7 +401,6 @@ where
                     c.stroke_width(2),
                 ))?;
             }
-            Swatch::HollowTriangle(c) => triangle_down(root, (sx + 11, sy + 7), *c)?,
             Swatch::Heading => {}
         }
         let tx = if matches!(swatch, Swatch::Heading) {
@@ -544,7 +578,7 @@ impl Paint for LeakRate<'_> {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
-            .y_label_formatter(&|v| fmt_decade(*v))
+            .y_label_formatter(&|v| fmt_log_tick(*v))
             .y_desc("leak rate (leaks per run, log scale)")
             .x_desc(if grouped {
                 "variant, grouped by strategy"
@@ -733,6 +767,11 @@ impl Ranged for Ticked {
         self.inner.range()
     }
 }
+
+/// Width and arrow length, in pixels, of the bound drawn for a sweep point
+/// without leaks (the legend's swatch is 16 by 16).
+const BOUND_CAP: i32 = 16;
+const BOUND_ARROW: i32 = 18;
 
 /// Width of the sweep chart's y label area, in pixels.
 const Y_LABEL_AREA: i32 = 78;
@@ -928,7 +967,7 @@ impl Paint for Sweep<'_> {
             .x_labels(10)
             .max_light_lines(2)
             .x_label_formatter(&x_label)
-            .y_label_formatter(&|v| fmt_decade(*v))
+            .y_label_formatter(&|v| fmt_log_tick(*v))
             .y_desc("leak rate (leaks per run, log scale)")
             .x_desc(axis_name.as_str())
             .axis_desc_style(font(16.0))
@@ -1009,8 +1048,10 @@ impl Paint for Sweep<'_> {
                 }
                 let (x, y) = chart.backend_coord(&(fx(p.x), y));
                 if p.leaks == 0 {
+                    // Not a measured point: a cap at the bound with an
+                    // arrow down, as the bar chart draws a zero.
                     any_zero = true;
-                    triangle_down(root, (x + dodge, y), col)?;
+                    bound_marker(root, (x + dodge, y), BOUND_CAP, BOUND_ARROW, col)?;
                 } else {
                     root.draw(&Circle::new((x, y), 5, col.filled()))?;
                 }
@@ -1028,12 +1069,13 @@ impl Paint for Sweep<'_> {
         ));
         if any_zero {
             entries.push((
-                Swatch::HollowTriangle(GREY),
+                Swatch::Bound(GREY),
                 vec![
                     ZERO_LABEL.into(),
-                    "no leak seen; drawn at the".into(),
-                    "interval's upper bound;".into(),
-                    "lines to it are dashed".into(),
+                    "cap and arrow: no leak seen;".into(),
+                    "the rate is below the cap".into(),
+                    "(about 4 / runs); lines to".into(),
+                    "it are dashed".into(),
                 ],
             ));
         }
@@ -1045,7 +1087,7 @@ impl Paint for Sweep<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Scratch, svg};
+    use crate::report::{Scratch, fmt_decade, svg};
 
     fn wilson(k: u64, n: u64) -> (f64, f64) {
         let (k, n) = (k as f64, n as f64);
@@ -1539,5 +1581,145 @@ mod tests {
                 dot.cx
             );
         }
+    }
+
+    /// Arrowheads in `colour`: filled triangles pointing down, as (tip x,
+    /// tip y), each with the cap above it whose middle is over the tip.
+    fn bounds(svg: &str, colour: &str) -> Vec<(i32, i32)> {
+        let paths = svg::paths(svg);
+        let heads: Vec<(i32, i32)> = paths
+            .iter()
+            .filter(|p| p.fill == colour && p.points.len() == 3)
+            .filter_map(|p| {
+                let tip = *p.points.iter().max_by_key(|q| q.1)?;
+                let others: Vec<_> = p.points.iter().filter(|q| **q != tip).collect();
+                (others.len() == 2 && others.iter().all(|q| q.1 < tip.1)).then_some(tip)
+            })
+            .collect();
+        for &(x, tip) in &heads {
+            let cap = paths.iter().find(|p| {
+                let [a, b] = p.points[..] else { return false };
+                p.stroke == colour
+                    && a.1 == b.1
+                    && (a.0 - b.0).abs() >= 14
+                    && ((a.0 + b.0) / 2 - x).abs() <= 1
+                    && (11..=40).contains(&(tip - a.1))
+            });
+            assert!(cap.is_some(), "no cap above the arrow at ({x}, {tip})");
+        }
+        heads
+    }
+
+    #[test]
+    fn a_zero_sweep_point_is_a_bound_marker_not_a_point() {
+        let pts = sample_sweep();
+        let path = Scratch::new("sweep_zero.svg");
+        sweep_chart(&pts, "pause probability", "per step", "Zeros", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let (leaky, fixed) = (
+            colour_hex(variant_colour("pre-8095", 0)),
+            colour_hex(variant_colour("pr-8095", 1)),
+        );
+        // Nothing hollow that could pass for a measured point.
+        let hollow: Vec<_> = svg::paths(&svg)
+            .into_iter()
+            .filter(|p| p.fill == "#FFFFFF")
+            .collect();
+        assert!(hollow.is_empty(), "hollow markers: {hollow:?}");
+        // Every zero is a cap with an arrow down: pr-8095 at its five
+        // points, pre-8095 at its first; its other four are dots.
+        let zeros = bounds(&svg, &fixed);
+        assert_eq!(zeros.len(), 5, "{zeros:?}");
+        assert_eq!(bounds(&svg, &leaky).len(), 1);
+        let dots = svg::circles(&svg)
+            .into_iter()
+            .filter(|c| c.fill == leaky && c.r == 5)
+            .count();
+        assert_eq!(dots, 4);
+        // The bounds of pr-8095 (same runs, no leak) are at one height.
+        assert!(zeros.windows(2).all(|w| w[0].1 == w[1].1), "{zeros:?}");
+        // The legend explains it with the same mark, in grey.
+        let grey = colour_hex(GREY);
+        assert_eq!(bounds(&svg, &grey).len(), 1, "legend swatch");
+        let texts: Vec<String> = svg::texts(&svg).into_iter().map(|t| t.text).collect();
+        assert!(
+            texts.iter().any(|t| t == "0 leaks: 95% upper bound"),
+            "{texts:?}"
+        );
+    }
+
+    /// The rate axis's labels with their values, top to bottom.
+    fn y_ticks(svg: &str) -> Vec<(f64, i32, String)> {
+        let mut t: Vec<(f64, i32, String)> = svg::texts(svg)
+            .into_iter()
+            .filter(|t| t.anchor == "end" && t.x < 100)
+            .map(|t| {
+                let v = t.text.replace(',', "").parse::<f64>();
+                (v.unwrap_or_else(|_| panic!("{:?}", t.text)), t.y, t.text)
+            })
+            .collect();
+        t.sort_by_key(|(_, y, _)| *y);
+        t
+    }
+
+    #[test]
+    fn a_rate_axis_within_a_decade_is_labelled_between_decades() {
+        // Every rate between 2e-4 and 4e-4: the axis spans little more than
+        // a decade and holds one power of ten.
+        let pts: Vec<SweepPoint> = [(1.0, 200), (2.0, 300), (3.0, 400)]
+            .iter()
+            .map(|&(x, k)| {
+                let (ci_low, ci_high) = wilson(k, 1_000_000);
+                SweepPoint {
+                    variant: "pre-8095".into(),
+                    x,
+                    runs: 1_000_000,
+                    leaks: k,
+                    rate: k as f64 / 1e6,
+                    ci_low,
+                    ci_high,
+                }
+            })
+            .collect();
+        let path = Scratch::new("sweep_narrow.svg");
+        sweep_chart(&pts, "gomaxprocs", "", "Narrow", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let ticks = y_ticks(&svg);
+        let labels: Vec<&str> = ticks.iter().map(|t| t.2.as_str()).collect();
+        assert!(ticks.len() >= 3, "{labels:?}");
+        for want in ["2e-4", "5e-4", "1e-4"] {
+            assert!(labels.contains(&want), "{want} missing from {labels:?}");
+        }
+        // Higher values higher up, on one log scale: the pixels per decade
+        // agree between every pair of labels.
+        let per_decade: Vec<f64> = ticks
+            .windows(2)
+            .map(|w| f64::from(w[1].1 - w[0].1) / (w[0].0 / w[1].0).log10())
+            .collect();
+        for d in &per_decade {
+            assert!(*d > 0.0, "{labels:?}");
+            assert!((d / per_decade[0] - 1.0).abs() < 0.03, "{per_decade:?}");
+        }
+    }
+
+    #[test]
+    fn rate_labels_fill_in_short_axes() {
+        let show = |lo: f64, hi: f64| -> Vec<String> {
+            rate_labels(lo, hi)
+                .iter()
+                .map(|v| fmt_log_tick(*v))
+                .collect()
+        };
+        // Two decades or more: decades only.
+        assert_eq!(show(1e-6, 10f64.powf(-4.3)), ["1e-6", "1e-5"]);
+        // One decade: 1, 2 and 5 times it.
+        assert_eq!(
+            show(10f64.powf(-4.4), 10f64.powf(-3.2)),
+            ["5e-5", "1e-4", "2e-4", "5e-4"]
+        );
+        // None: 1, 2 and 5 times the powers around.
+        assert_eq!(show(0.012, 0.09), ["0.02", "0.05"]);
+        // Too short for two of those: every multiple.
+        assert_eq!(show(2.1e-3, 4.5e-3), ["3e-3", "4e-3"]);
     }
 }

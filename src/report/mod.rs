@@ -276,6 +276,25 @@ pub(crate) fn fmt_decade(v: f64) -> String {
     }
 }
 
+/// Tick label for 1, 2, 5 (or any whole multiple) times a power of ten on
+/// a log axis: [`fmt_decade`]'s style, `2e-4` beside `1e-4`, `0.05` beside
+/// `0.01`, `2,000` beside `1,000`.
+pub(crate) fn fmt_log_tick(v: f64) -> String {
+    let e = (v.log10() + 1e-9).floor() as i32;
+    let m = (v / 10f64.powi(e)).round() as u64;
+    // Rounding may carry into the next decade.
+    let (m, e) = if m >= 10 { (1, e + 1) } else { (m.max(1), e) };
+    if m == 1 {
+        fmt_decade(10f64.powi(e))
+    } else if (-2..=0).contains(&e) {
+        fmt_rate(m as f64 * 10f64.powi(e))
+    } else if e > 0 {
+        thousands(m * 10u64.pow(e as u32))
+    } else {
+        format!("{m}e{e}")
+    }
+}
+
 pub(crate) fn trim_zeros(s: &str) -> String {
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -529,6 +548,20 @@ mod tests {
         assert_eq!(fmt_decade(1e-5 * 1.000_000_1), "1e-5");
         assert_eq!(fmt_decade(0.1), "0.1");
         assert_eq!(fmt_decade(1.0), "1");
+        for (v, want) in [
+            (1e-4, "1e-4"),
+            (2e-4 * 1.000_000_1, "2e-4"),
+            (5e-4, "5e-4"),
+            (2e-3, "2e-3"),
+            (0.02, "0.02"),
+            (0.5, "0.5"),
+            (1.0, "1"),
+            (2.0, "2"),
+            (5e3, "5,000"),
+            (9.999_999_9e-5, "1e-4"),
+        ] {
+            assert_eq!(fmt_log_tick(v), want, "{v}");
+        }
     }
 
     #[test]

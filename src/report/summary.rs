@@ -55,6 +55,13 @@ pub enum ReportError {
 /// wall-clock figures for information; nothing else depends on them. Each run
 /// index executes every variant, so `runs_per_s` is this variant's runs over
 /// the whole experiment's time; multiply by the number of rows for all runs.
+///
+/// `client_failures` counts the runs in which the client script had an
+/// expectation fail (`expect`, `rpc_until`), whatever their outcome; it is
+/// not an outcome and not in `rate`. It and the index and seed of the first
+/// such run are the last columns, so that readers of the older files keep
+/// working; a summary.csv without them (written before they were added)
+/// reads as `None`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub scenario: String,
@@ -89,6 +96,11 @@ pub struct SummaryRow {
     pub partial: bool,
     pub elapsed_s: f64,
     pub runs_per_s: f64,
+    pub client_failures: Option<u64>,
+    pub first_client_failure_index: Option<u64>,
+    /// The value `lbsim replay --seed` takes to reproduce the first run
+    /// with a failed client expectation.
+    pub first_client_failure_seed: Option<u64>,
 }
 
 impl SummaryRow {
@@ -122,6 +134,10 @@ impl SummaryRow {
     }
 }
 
+/// The `oracle` of a `failures.csv` row for a run whose client had an
+/// expectation fail.
+pub const CLIENT_ORACLE: &str = "client";
+
 /// One row of `failures.csv`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailureRow {
@@ -129,8 +145,11 @@ pub struct FailureRow {
     pub seed: u64,
     pub variant: String,
     pub strategy: String,
+    /// The outcome (`leak`, `deadlock`, `panic`, `limit`), or
+    /// [`CLIENT_ORACLE`] for a failed client expectation.
     pub oracle: String,
-    /// Tasks alive at the end, `; `-separated.
+    /// Tasks alive at the end, `; `-separated; for a `client` row, the
+    /// client expectations that failed.
     pub leaked: String,
     pub replay: String,
 }
@@ -176,6 +195,9 @@ pub fn summary_rows(
                 partial: result.partial,
                 elapsed_s,
                 runs_per_s: 0.0,
+                client_failures: Some(c.client_failures),
+                first_client_failure_index: s.first_client_failure.map(|f| f.index),
+                first_client_failure_seed: s.first_client_failure.map(|f| f.seed),
             };
             row.derive();
             row
@@ -210,8 +232,16 @@ pub fn failure_rows(scenario_path: &Path, strategy: &str, failures: &[Failure]) 
             seed: f.seed,
             variant: f.variant.as_str().to_string(),
             strategy: strategy.to_string(),
-            oracle: f.result.outcome.as_str().to_string(),
-            leaked: f.result.leaked.join("; "),
+            oracle: if f.client {
+                CLIENT_ORACLE.to_string()
+            } else {
+                f.result.outcome.as_str().to_string()
+            },
+            leaked: if f.client {
+                f.result.client_errors.join("; ")
+            } else {
+                f.result.leaked.join("; ")
+            },
             replay: replay_command(scenario_path, f.variant.as_str(), f.seed, strategy),
         })
         .collect()
@@ -259,6 +289,9 @@ pub const SUMMARY_HEADER: &[&str] = &[
     "partial",
     "elapsed_s",
     "runs_per_s",
+    "client_failures",
+    "first_client_failure_index",
+    "first_client_failure_seed",
 ];
 
 pub const FAILURES_HEADER: &[&str] = &[
@@ -691,6 +724,14 @@ pub fn merge(files: &[SummaryFile], allow_missing: bool) -> Result<Merged, Repor
         m.limits = sum(|r| r.limits);
         m.steps = sum(|r| r.steps);
         m.preemptions = sum(|r| r.preemptions);
+        m.client_failures = merge_client_failures(&g)?;
+        let fc = g
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.first_client_failure_index.is_some())
+            .min_by_key(|r| r.first_client_failure_index);
+        m.first_client_failure_index = fc.and_then(|r| r.first_client_failure_index);
+        m.first_client_failure_seed = fc.and_then(|r| r.first_client_failure_seed);
         let ff = g
             .iter()
             .map(|(_, r)| r)
@@ -837,12 +878,31 @@ pub fn merge(files: &[SummaryFile], allow_missing: bool) -> Result<Merged, Repor
     Ok(Merged { rows: out, notes })
 }
 
+/// The sum of the shards' `client_failures`; `None` if no shard has the
+/// column (all written before it was added). Refused if some have it and
+/// some do not: the shards then come from different versions of lbsim.
+fn merge_client_failures(g: &[(&Path, &SummaryRow)]) -> Result<Option<u64>, ReportError> {
+    let with = g.iter().find(|(_, r)| r.client_failures.is_some());
+    let without = g.iter().find(|(_, r)| r.client_failures.is_none());
+    match (with, without) {
+        (Some((pw, r)), Some((po, _))) => Err(ReportError::Merge(format!(
+            "{}: variant {}: {} has a client_failures count but {} has none (it was written by an older lbsim, which did not count failed client expectations): run that shard again with this lbsim and merge the summaries of one version",
+            r.scenario,
+            r.variant,
+            pw.display(),
+            po.display()
+        ))),
+        (None, _) => Ok(None),
+        (Some(_), None) => Ok(Some(g.iter().filter_map(|(_, r)| r.client_failures).sum())),
+    }
+}
+
 /// Combines the failures.csv rows of shards into one, sorted as one
 /// unsharded run sorts them: by run index, then by the order of the
 /// variants in `summary`.
 pub fn merge_failures(mut rows: Vec<FailureRow>, summary: &[SummaryRow]) -> Vec<FailureRow> {
     let order = |v: &str| summary.iter().position(|r| r.variant == v);
-    rows.sort_by_key(|f| (f.run_index, order(&f.variant)));
+    rows.sort_by_key(|f| (f.run_index, order(&f.variant), f.oracle == CLIENT_ORACLE));
     rows.dedup();
     rows
 }
@@ -911,6 +971,21 @@ pub fn table(rows: &[SummaryRow]) -> String {
                 r.first_failure_oracle.as_deref().unwrap_or("?"),
                 r.first_failure_index.unwrap_or(0)
             ));
+        }
+    }
+    // Only when some expectation failed, like the first-failure lines.
+    for r in rows {
+        if let Some(n) = r.client_failures.filter(|&n| n > 0) {
+            s.push_str(&format!(
+                "client expectations failed in {n} of {} runs of {}",
+                r.runs, r.variant
+            ));
+            if let (Some(i), Some(seed)) =
+                (r.first_client_failure_index, r.first_client_failure_seed)
+            {
+                s.push_str(&format!(": first run {i} seed {seed}"));
+            }
+            s.push('\n');
         }
     }
     s
