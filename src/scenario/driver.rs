@@ -134,13 +134,7 @@ impl GrpcModel {
 impl Model for GrpcModel {
     fn run_one(&self, variant: Variant, sim: &mut Sim, seed: u64, opts: &RunOptions) -> RunResult {
         let (report, check) = self.run_report(variant, sim, &self.config(opts, seed));
-        let mut result = RunResult::from_report(&report);
-        if report.outcome == Outcome::Leak {
-            result
-                .leaked
-                .extend(check.unclosed.iter().map(|c| format!("{c} never closed")));
-        }
-        result
+        RunResult::from_model_run(&report, &check)
     }
 
     fn expected_steps(&self) -> u64 {
