@@ -361,3 +361,46 @@ fn sweep_counts_them_at_every_point() {
         assert!(table.contains(&line), "{line}\n{table}");
     }
 }
+
+#[test]
+fn fail_on_client_exits_1_only_when_an_expectation_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = |down: bool| {
+        let scenario = write_scenario(dir.path(), down);
+        let out = dir.path().join(if down { "down" } else { "up" });
+        lbsim(&[
+            "run",
+            &scenario,
+            "--variant",
+            VARIANTS,
+            "--runs",
+            "40",
+            "--strategy",
+            "timed",
+            "--no-plot",
+            "--quiet",
+            "--fail-on",
+            "client",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .status
+        .code()
+    };
+    assert_eq!(code(true), Some(1));
+    assert_eq!(code(false), Some(0));
+    // explore does not check client expectations: refused, not ignored.
+    let scenario = write_scenario(dir.path(), true);
+    let out = lbsim(&[
+        "explore",
+        &scenario,
+        "--variant",
+        "pr-8095",
+        "--preemption-bound",
+        "0",
+        "--fail-on",
+        "client",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fail-on client"));
+}

@@ -109,6 +109,11 @@ impl From<ReductionArg> for Reduction {
 pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
     let variant = super::replay::one_variant(&args.variant, "explore")?;
+    if args.fail_on.contains(&super::FailOn::Client) {
+        return Err(anyhow!(
+            "--fail-on client: explore does not check client expectations; use lbsim run --fail-on client"
+        ));
+    }
     if args.max_schedules == Some(0) {
         return Err(anyhow!(
             "--max-schedules 0: must be at least 1 (up to {}); leave it out for no limit",
@@ -206,7 +211,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         eprintln!("interrupted: the report covers only the schedules explored before Ctrl-C");
         return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
     }
-    let failed = args.fail_on.iter().any(|f| f.hit(|o| ex.count(o)));
+    let failed = args.fail_on.iter().any(|f| f.hit(|o| ex.count(o), 0));
     Ok(if failed {
         ExitCode::from(super::EXIT_FAILED)
     } else {

@@ -38,18 +38,23 @@ pub enum FailOn {
     Panic,
     /// A run did not end `ok`.
     Any,
+    /// A run's client script had an expectation fail (`expect`,
+    /// `rpc_until`; `run` only: `explore` does not check them).
+    Client,
 }
 
 impl FailOn {
     /// Whether some run ended in an outcome this watches for; `count`
-    /// gives the number of runs with each outcome.
-    pub fn hit(self, count: impl Fn(crate::sim::Outcome) -> u64) -> bool {
+    /// gives the number of runs with each outcome, `client_failures` the
+    /// number with a failed client expectation.
+    pub fn hit(self, count: impl Fn(crate::sim::Outcome) -> u64, client_failures: u64) -> bool {
         use crate::sim::Outcome::{Deadlock, Leak, Limit, Panic};
         let watched: &[crate::sim::Outcome] = match self {
             FailOn::Leak => &[Leak],
             FailOn::Deadlock => &[Deadlock],
             FailOn::Panic => &[Panic, Limit],
             FailOn::Any => &[Leak, Deadlock, Panic, Limit],
+            FailOn::Client => return client_failures > 0,
         };
         watched.iter().any(|&o| count(o) > 0)
     }

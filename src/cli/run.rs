@@ -293,13 +293,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let failed = args.fail_on.iter().any(|f| {
         rows.iter().any(|r| {
-            f.hit(|o| match o {
-                Outcome::Ok => r.ok,
-                Outcome::Leak => r.leaks,
-                Outcome::Deadlock => r.deadlocks,
-                Outcome::Panic => r.panics,
-                Outcome::Limit => r.limits,
-            })
+            f.hit(
+                |o| match o {
+                    Outcome::Ok => r.ok,
+                    Outcome::Leak => r.leaks,
+                    Outcome::Deadlock => r.deadlocks,
+                    Outcome::Panic => r.panics,
+                    Outcome::Limit => r.limits,
+                },
+                r.client_failures.unwrap_or(0),
+            )
         })
     });
     if failed {
