@@ -419,7 +419,7 @@ where
 
 /// A bound: a cap `width` pixels wide at `(x, y)` and an arrow `length`
 /// pixels long pointing down from its middle, "the rate is below this".
-fn bound_marker<DB: DrawingBackend>(
+pub(crate) fn bound_marker<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     (x, y): (i32, i32),
     width: i32,
@@ -448,23 +448,6 @@ where
         ],
         c.filled(),
     ))?;
-    Ok(())
-}
-
-/// A hollow downward triangle: "at most this high".
-pub(crate) fn triangle_down<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    (x, y): (i32, i32),
-    c: RGBColor,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    let pts = vec![(x - 7, y - 5), (x + 7, y - 5), (x, y + 7)];
-    root.draw(&Polygon::new(pts.clone(), WHITE.filled()))?;
-    let mut closed = pts;
-    closed.push(closed[0]);
-    root.draw(&PathElement::new(closed, c.stroke_width(2)))?;
     Ok(())
 }
 
@@ -770,8 +753,8 @@ impl Ranged for Ticked {
 
 /// Width and arrow length, in pixels, of the bound drawn for a sweep point
 /// without leaks (the legend's swatch is 16 by 16).
-const BOUND_CAP: i32 = 16;
-const BOUND_ARROW: i32 = 18;
+pub(crate) const BOUND_CAP: i32 = 16;
+pub(crate) const BOUND_ARROW: i32 = 18;
 
 /// Width of the sweep chart's y label area, in pixels.
 const Y_LABEL_AREA: i32 = 78;
@@ -1085,7 +1068,7 @@ impl Paint for Sweep<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::report::{Scratch, fmt_decade, svg};
 
@@ -1585,7 +1568,7 @@ mod tests {
 
     /// Arrowheads in `colour`: filled triangles pointing down, as (tip x,
     /// tip y), each with the cap above it whose middle is over the tip.
-    fn bounds(svg: &str, colour: &str) -> Vec<(i32, i32)> {
+    pub(crate) fn bounds(svg: &str, colour: &str) -> Vec<(i32, i32)> {
         let paths = svg::paths(svg);
         let heads: Vec<(i32, i32)> = paths
             .iter()

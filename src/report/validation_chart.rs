@@ -6,8 +6,8 @@
 //! intervals, one colour per (GOMAXPROCS, race detector) series: real
 //! points are filled circles joined by solid lines, predictions hollow
 //! squares joined by dashed lines. A zero count is not a rate: it is drawn
-//! as a hollow downward triangle at the upper bound of its interval, with
-//! no line through it. The bottom panel shows real/predicted per point on
+//! as the leak-rate chart draws it, a cap at the upper bound of its
+//! interval with an arrow pointing down, and no line through it. The bottom panel shows real/predicted per point on
 //! a log axis, with the goal band 0.5–2 shaded and an approximate 95%
 //! interval for the ratio (Katz's log method); points where either count
 //! is zero have no ratio and are left out, and the legend says how many.
@@ -22,8 +22,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::chart::{
-    GREY, GRID_BOLD, GRID_LIGHT, HEADER_H, dashes, fmt_sig, fmt_tick, header, log_ticks, shown,
-    text, triangle_down, whisker,
+    BOUND_ARROW, BOUND_CAP, GREY, GRID_BOLD, GRID_LIGHT, HEADER_H, ZERO_LABEL, bound_marker,
+    dashes, fmt_sig, fmt_tick, header, log_ticks, shown, text, whisker,
 };
 use super::{
     ChartError, DrawResult, PALETTE, Paint, fmt_decade, fmt_rate, font, render, text_width,
@@ -474,7 +474,7 @@ where
                 dashed(root, (x - 2, cy), (x + 28, cy), GREY)?;
                 hollow_square(root, (cx, cy), GREY)?;
             }
-            Mark::Zero => triangle_down(root, (cx, cy), GREY)?,
+            Mark::Zero => bound_marker(root, (cx, cy - 8), BOUND_CAP, BOUND_ARROW, GREY)?,
             Mark::Whisker => whisker(root, cx, cy + 9, cy - 9, 5, GREY)?,
             Mark::Band => {
                 root.draw(&Rectangle::new([(x, y), (x + 26, y + 16)], BAND.filled()))?;
@@ -765,7 +765,7 @@ impl Paint for Validation<'_> {
         }
         for d in &dots {
             match d.whisker {
-                None => triangle_down(root, (d.x, d.y), d.colour)?,
+                None => bound_marker(root, (d.x, d.y), BOUND_CAP, BOUND_ARROW, d.colour)?,
                 Some((low, high)) => {
                     whisker(root, d.x, low, high, 4, d.colour)?;
                     if d.real {
@@ -864,10 +864,7 @@ impl Paint for Validation<'_> {
         if zero_count > 0 {
             entries.push((
                 Mark::Zero,
-                vec![
-                    "0 leaks: upper 95% bound".into(),
-                    "(no rate; no line)".into(),
-                ],
+                vec![ZERO_LABEL.into(), "(no rate; no line)".into()],
             ));
         }
         legend(root, lx, HEADER_H + 14, &entries)?;
@@ -990,7 +987,7 @@ mod tests {
             "GOMAXPROCS=8, -race",
             "real grpc-go",
             "lbsim prediction (dashed)",
-            "0 leaks: upper 95% bound",
+            "0 leaks: 95% upper bound",
             "delay d between p0",
             "real / predicted",
             "real 0/200,000",
@@ -1003,6 +1000,28 @@ mod tests {
         for d in ["1e-5", "1e-4", "1e-3", "0.01"] {
             assert!(svg.lines().any(|l| l.trim() == d), "no tick {d}");
         }
+    }
+
+    #[test]
+    fn a_zero_count_is_the_bound_marker_of_the_other_charts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zeros.svg");
+        validation_chart(&sample(), "zeros", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        // No hollow triangle that could pass for a measured point.
+        let triangles: Vec<_> = crate::report::svg::paths(&svg)
+            .into_iter()
+            .filter(|p| p.fill == "#FFFFFF" && p.points.len() == 3)
+            .collect();
+        assert!(triangles.is_empty(), "hollow triangles: {triangles:?}");
+        // The sample's two zero counts are caps with arrows down, and the
+        // legend explains the mark in grey, in the leak-rate chart's words.
+        let hex = |c: RGBColor| format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+        let bounds = |c: RGBColor| super::super::chart::tests::bounds(&svg, &hex(c)).len();
+        let marked: usize = PALETTE.iter().map(|&c| bounds(c)).sum();
+        assert_eq!(marked, 2, "zero points drawn as bounds");
+        assert_eq!(bounds(GREY), 1, "legend swatch");
+        assert!(svg.contains(ZERO_LABEL));
     }
 
     #[test]
