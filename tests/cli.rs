@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
+mod common;
+use common::without_timing;
+
 const FLAGSHIP: &str = "scenarios/switch_to_lower_priority_and_back.toml";
 
 fn lbsim() -> Command {
@@ -20,24 +23,6 @@ fn run_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Summary CSV without the wall-clock columns, found by name (newer
-/// columns come after them).
-fn without_timing(csv: &str) -> String {
-    let header: Vec<&str> = csv.lines().next().unwrap_or("").split(',').collect();
-    let timing = |i: usize| matches!(header.get(i), Some(&"elapsed_s" | &"runs_per_s"));
-    csv.lines()
-        .map(|l| {
-            let kept: Vec<&str> = l
-                .split(',')
-                .enumerate()
-                .filter(|(i, _)| !timing(*i))
-                .map(|(_, f)| f)
-                .collect();
-            kept.join(",") + "\n"
-        })
-        .collect()
 }
 
 fn tiny_run(out: &Path, extra: &[&str]) -> String {

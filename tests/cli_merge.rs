@@ -10,6 +10,9 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+mod common;
+use common::without_timing;
+
 const MINIMAL: &str = "scenarios/close_race_minimal.toml";
 /// Leaks in every run with `pre-4308`: failures.csv has rows.
 const FLAGSHIP: &str = "scenarios/switch_to_lower_priority_and_back.toml";
@@ -73,24 +76,6 @@ fn run_minimal(dir: &Path, out: &str, extra: &[&str]) {
     }
     args.extend_from_slice(extra);
     ok(dir, &args);
-}
-
-/// Summary CSV without the wall-clock columns, found by name (newer
-/// columns come after them).
-fn without_timing(csv: &str) -> String {
-    let header: Vec<&str> = csv.lines().next().unwrap_or("").split(',').collect();
-    let timing = |i: usize| matches!(header.get(i), Some(&"elapsed_s" | &"runs_per_s"));
-    csv.lines()
-        .map(|l| {
-            let kept: Vec<&str> = l
-                .split(',')
-                .enumerate()
-                .filter(|(i, _)| !timing(*i))
-                .map(|(_, f)| f)
-                .collect();
-            kept.join(",") + "\n"
-        })
-        .collect()
 }
 
 #[test]
