@@ -75,6 +75,7 @@ fn thread_kernel() -> &'static Kernel {
             st: RefCell::new(None),
             futs: RefCell::new(Vec::new()),
             spawned: RefCell::new(Vec::new()),
+            has_spawned: Cell::new(false),
             active: Cell::new(false),
         }));
         KERNEL.set(Some(k));
@@ -169,6 +170,9 @@ pub(crate) struct State {
     max_early_fire: u64,
     main_done_at: Option<u64>,
     limit_hit: bool,
+    /// No footprints, no trace and no recorded schedule: the preemption
+    /// point takes a path without any of their checks.
+    plain: bool,
     /// Objects used by the step since the last decision, when the strategy
     /// asked for footprints (`None`: not recorded, no cost).
     footprint: Option<Vec<Use>>,
@@ -187,6 +191,8 @@ pub(crate) struct Kernel {
     /// Futures of tasks spawned during a poll, in id order, to be appended
     /// to `futs`.
     spawned: RefCell<Vec<LocalFut>>,
+    /// `spawned` is not empty.
+    has_spawned: Cell<bool>,
     /// A run is going on: its primitives may use the kernel.
     active: Cell<bool>,
 }
@@ -508,13 +514,19 @@ impl State {
     }
 
     fn note_decision(&mut self, step: Step) {
+        self.note_decision_as::<false>(step);
+    }
+
+    /// [`State::note_decision`]; `PLAIN`: the run records no schedule.
+    #[inline(always)]
+    fn note_decision_as<const PLAIN: bool>(&mut self, step: Step) {
         let code = match step.kind {
             StepKind::Task(t) => u64::from(t) + 2,
             StepKind::Timer => 1,
             StepKind::Choose(k) => u64::from(k) << 32,
         };
         self.hash = (self.hash ^ code ^ step.dt.rotate_left(17)).wrapping_mul(0x100_0000_01b3);
-        if let Some(r) = &mut self.record {
+        if !PLAIN && let Some(r) = &mut self.record {
             r.push(step);
         }
     }
@@ -548,6 +560,15 @@ pub(crate) enum Preempted {
     },
 }
 
+impl Preempted {
+    /// A yield with nothing to do on resume (a run without footprints or
+    /// trace).
+    const YIELD: Preempted = Preempted::Yield {
+        trace_on_resume: false,
+        touch_on_resume: false,
+    };
+}
+
 impl Kernel {
     /// The state of the current run.
     #[inline(always)]
@@ -579,7 +600,7 @@ impl Kernel {
     /// a fire with nothing runnable and a fire chosen by the strategy are
     /// out of line, so that the hot path keeps few registers live.
     #[inline(always)]
-    fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
+    fn decide<const PLAIN: bool>(&self, st: &mut State, cur: Option<TaskId>) -> Next {
         // A timer that fires is like a task that takes one step and
         // blocks: the choice after it is free.
         let mut fired = false;
@@ -589,7 +610,7 @@ impl Kernel {
                 return Next::Limit;
             }
             let timer = st.next_timer_deadline();
-            if st.footprint.is_some() {
+            if !PLAIN && st.footprint.is_some() {
                 st.footprint_point();
             }
             if st.runnable.is_empty() {
@@ -600,21 +621,14 @@ impl Kernel {
                 continue;
             }
             let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
-            let point = Point {
-                runnable: &st.runnable,
-                current: cur,
-                next_timer: early,
-                now: st.now,
-                step: st.steps,
-                pending: &st.pending,
-            };
-            let d = st.strategy.next_task(&point);
-            debug_assert!(point.index_of(d.choice).is_some(), "illegal choice {d:?}");
+            let d = st
+                .strategy
+                .decide(&st.runnable, cur, early, st.now, st.steps, &st.pending);
             st.steps += 1;
             let at = d.at.max(st.now);
             let dt = at - st.now;
             st.now = at;
-            st.note_decision(Step::from_choice(d.choice, dt));
+            st.note_decision_as::<PLAIN>(Step::from_choice(d.choice, dt));
             match d.choice {
                 Choice::Timer => {
                     self.fire_chosen(st, cur, fired, early);
@@ -624,7 +638,9 @@ impl Kernel {
                 Choice::Task(t) => {
                     if cur.is_some() && !fired {
                         st.preemptions += 1;
-                        st.mark_preemption(cur, Some(t), 1);
+                        if !PLAIN {
+                            st.mark_preemption(cur, Some(t), 1);
+                        }
                     }
                     return Next::Switch(t);
                 }
@@ -688,14 +704,41 @@ impl Kernel {
             debug_assert_eq!(futs.len() + spawned.len(), id.index());
         }
         spawned.push(fut);
+        self.has_spawned.set(true);
     }
 
     /// The preemption point before operation `op` on `obj` of the running
     /// task. If the task continues now, the operation is traced (when
     /// `traced` and the run records a trace). Otherwise the task must return
     /// `Pending` (another task was chosen, or the run is being stopped).
+    #[inline]
     pub fn preempt(&self, op: Op, obj: ObjId, access: Option<Access>, traced: bool) -> Preempted {
         let mut st = self.state();
+        if !st.plain {
+            return self.preempt_full(st, op, obj, access, traced);
+        }
+        let cur = st.current;
+        match self.decide::<true>(&mut st, cur) {
+            Next::Continue => Preempted::Continue,
+            Next::Switch(t) => {
+                st.next = Some(t);
+                Preempted::YIELD
+            }
+            Next::Idle | Next::Limit => Preempted::YIELD,
+        }
+    }
+
+    /// [`Kernel::preempt`] in a run that records footprints, a trace or
+    /// the schedule.
+    #[inline(never)]
+    fn preempt_full(
+        &self,
+        mut st: RefMut<'_, State>,
+        op: Op,
+        obj: ObjId,
+        access: Option<Access>,
+        traced: bool,
+    ) -> Preempted {
         let cur = st.current;
         if st.footprint.is_some()
             && let Some(t) = cur
@@ -710,7 +753,7 @@ impl Kernel {
                 _ => info.pending = None,
             }
         }
-        match self.decide(&mut st, cur) {
+        match self.decide::<false>(&mut st, cur) {
             Next::Continue => {
                 if traced && st.tracing() {
                     st.trace_event(op, obj, None);
@@ -745,33 +788,16 @@ impl Kernel {
         cx: &mut Context<'_>,
         polling: &mut Option<TaskId>,
     ) -> Option<oracle::PanicReport> {
+        let mut task = self.start_step(&mut self.state())?;
         loop {
-            let task = {
-                let mut st = self.state();
-                let task = match st.next.take() {
-                    Some(t) => t,
-                    None => match self.decide(&mut st, None) {
-                        Next::Switch(t) => t,
-                        Next::Continue => unreachable!("no current task to continue"),
-                        Next::Idle | Next::Limit => return None,
-                    },
-                };
-                st.current = Some(task);
-                if st.footprint.is_some() {
-                    st.begin_step(task);
-                }
-                task
-            };
             // The future is polled where it lies; tasks it spawns get theirs
             // after the poll.
             *polling = Some(task);
             let polled = {
                 let mut futs = self.futs.borrow_mut();
-                {
-                    let mut spawned = self.spawned.borrow_mut();
-                    if !spawned.is_empty() {
-                        futs.extend(spawned.drain(..).map(Some));
-                    }
+                if self.has_spawned.get() {
+                    self.has_spawned.set(false);
+                    futs.extend(self.spawned.borrow_mut().drain(..).map(Some));
                 }
                 futs[task.index()]
                     .as_mut()
@@ -780,7 +806,8 @@ impl Kernel {
                     .poll(cx)
             };
             *polling = None;
-            match polled {
+            // One borrow of the state ends this step and starts the next.
+            let mut st = match polled {
                 Poll::Ready(()) => {
                     // Dropped outside the borrow: its destructors may use
                     // the kernel.
@@ -799,16 +826,16 @@ impl Kernel {
                         st.touch_as(CLOCK, Access::Read);
                         st.touch(TIMER_QUEUE);
                     }
-                    st.current = None;
+                    st
                 }
                 Poll::Pending => {
-                    let mut st = self.state();
+                    let st = self.state();
                     if st.limit_hit {
                         return None;
                     }
-                    let still_runnable =
-                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
-                    if still_runnable && st.next.is_none() {
+                    if st.next.is_none()
+                        && matches!(st.tasks[task.index()].state, TaskState::Runnable)
+                    {
                         // The task awaited something that is not a kernel
                         // primitive; it would never be woken.
                         let name = st.tasks[task.index()].name.render();
@@ -817,10 +844,39 @@ impl Kernel {
                             message: "task returned Pending outside an lbsim primitive".into(),
                         });
                     }
-                    st.current = None;
+                    st
+                }
+            };
+            st.current = None;
+            task = self.start_step(&mut st)?;
+        }
+    }
+
+    /// Chooses the task whose step comes next (the one a preemption point
+    /// chose, or a decision with no task running) and makes it current;
+    /// `None` when nothing can happen any more.
+    #[inline(always)]
+    fn start_step(&self, st: &mut State) -> Option<TaskId> {
+        let task = match st.next.take() {
+            Some(t) => t,
+            None => {
+                let next = if st.plain {
+                    self.decide::<true>(st, None)
+                } else {
+                    self.decide::<false>(st, None)
+                };
+                match next {
+                    Next::Switch(t) => t,
+                    Next::Continue => unreachable!("no current task to continue"),
+                    Next::Idle | Next::Limit => return None,
                 }
             }
+        };
+        st.current = Some(task);
+        if st.footprint.is_some() {
+            st.begin_step(task);
         }
+        Some(task)
     }
 
     pub fn spawn(&self, name: Name, fut: LocalFut) -> TaskId {
@@ -875,6 +931,7 @@ impl Drop for Detach {
             if let Ok(mut spawned) = self.0.spawned.try_borrow_mut() {
                 spawned.clear();
             }
+            self.0.has_spawned.set(false);
             if let Ok(mut st) = self.0.st.try_borrow_mut() {
                 *st = None;
             }
@@ -970,6 +1027,7 @@ impl Sim {
             max_early_fire: cfg.max_early_fire,
             main_done_at: None,
             limit_hit: false,
+            plain: footprint.is_none() && !cfg.trace && !cfg.record,
             footprint,
             unready: Vec::new(),
             pending: Vec::new(),
@@ -1083,6 +1141,7 @@ impl Sim {
         let mut futs = std::mem::take(&mut *kernel.futs.borrow_mut());
         futs.clear();
         let spawned = std::mem::take(&mut *kernel.spawned.borrow_mut());
+        kernel.has_spawned.set(false);
         drop(spawned);
         let mut timer_slots = std::mem::take(&mut kernel.state().timer_slots);
         timer_slots.clear();
@@ -1143,6 +1202,7 @@ mod tests {
             max_early_fire: u64::MAX,
             main_done_at: None,
             limit_hit: false,
+            plain: true,
             footprint: None,
             unready: Vec::new(),
             pending: Vec::new(),
