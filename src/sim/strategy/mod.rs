@@ -247,7 +247,8 @@ impl Sched {
     ) -> Decision {
         let d = match self {
             Sched::Random(s) => s.pick(runnable, next_timer.is_some(), now),
-            _ => self.next_task(&Point {
+            Sched::Timed(s) => s.decide(runnable, current, next_timer, now),
+            Sched::Other(s) => s.next_task(&Point {
                 runnable,
                 current,
                 next_timer,
