@@ -39,6 +39,9 @@ thread_local! {
     /// The run on this thread records step footprints: lets the primitives'
     /// non-blocking reads skip the kernel entirely in bulk runs.
     static FOOTPRINTS: Cell<bool> = const { Cell::new(false) };
+    /// This thread's kernel while a run is going on on it (`None` between
+    /// runs): what every primitive reads, one load and no second check.
+    static ACTIVE: Cell<Option<&'static Kernel>> = const { Cell::new(None) };
 }
 
 /// Whether the run on this thread records step footprints.
@@ -52,20 +55,15 @@ pub(crate) fn footprints_on() -> bool {
 /// Panics if no run is active: every primitive belongs to a run.
 #[inline]
 pub(crate) fn with<R>(f: impl FnOnce(&Kernel) -> R) -> R {
-    match KERNEL.get() {
-        Some(k) if k.active.get() => f(k),
-        _ => panic!("an lbsim primitive was used outside a simulation run"),
+    match ACTIVE.get() {
+        Some(k) => f(k),
+        None => panic!("an lbsim primitive was used outside a simulation run"),
     }
 }
 
 /// Like [`with`], but returns `None` outside a run (for `Drop` impls).
 pub(crate) fn try_with<R>(f: impl FnOnce(&Kernel) -> R) -> Option<R> {
-    KERNEL
-        .try_with(Cell::get)
-        .ok()
-        .flatten()
-        .filter(|k| k.active.get())
-        .map(f)
+    ACTIVE.try_with(Cell::get).ok().flatten().map(f)
 }
 
 /// This thread's kernel, made on first use.
@@ -924,6 +922,7 @@ struct Detach(&'static Kernel);
 impl Drop for Detach {
     fn drop(&mut self) {
         if self.0.active.replace(false) {
+            ACTIVE.with(|a| a.set(None));
             FOOTPRINTS.with(|f| f.set(false));
             if let Ok(mut futs) = self.0.futs.try_borrow_mut() {
                 futs.clear();
@@ -1041,6 +1040,7 @@ impl Sim {
         *kernel.st.borrow_mut() = Some(st);
         *kernel.futs.borrow_mut() = futs;
         kernel.active.set(true);
+        ACTIVE.set(Some(kernel));
         let _detach = Detach(kernel);
         let _in_sim = oracle::InSim::enter();
 
@@ -1146,6 +1146,7 @@ impl Sim {
         let mut timer_slots = std::mem::take(&mut kernel.state().timer_slots);
         timer_slots.clear();
         kernel.active.set(false);
+        ACTIVE.set(None);
         FOOTPRINTS.with(|f| f.set(false));
         let mut st = kernel
             .st

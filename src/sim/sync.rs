@@ -223,7 +223,11 @@ impl WaitList {
 
     fn remove(&mut self, t: TaskId) {
         if let Some(i) = self.inline[..self.len].iter().position(|&x| x == t) {
-            self.inline.copy_within(i + 1..self.len, i);
+            // A loop, not `copy_within`: for at most three ids a call to
+            // `memmove` costs more than the copy.
+            for j in i + 1..self.len {
+                self.inline[j - 1] = self.inline[j];
+            }
             self.len -= 1;
             if !self.spill.is_empty() {
                 self.inline[self.len] = self.spill.remove(0);
@@ -596,30 +600,57 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
     let mut point = preempt(Op::Select, cases[0].obj());
     point.access = Some(Access::Read);
     point.await;
-    for c in &cases[1..] {
-        touch(c.obj(), Access::Read);
+    if footprints_on() {
+        for c in &cases[1..] {
+            touch(c.obj(), Access::Read);
+        }
     }
     loop {
-        let mut ready = [0usize; 8];
+        let mut ready = [0u8; ObjSet::MAX];
         let mut n = 0;
         for (i, c) in cases.iter().enumerate() {
             if c.is_ready() {
-                ready[n] = i;
+                ready[n] = i as u8;
                 n += 1;
             }
         }
         if n > 0 {
             let k = if n > 1 { with(|k| k.choose(n)) } else { 0 };
-            return ready[k];
+            return usize::from(ready[k]);
         }
-        let me = current();
-        for c in cases {
-            c.add_waiter(me);
-        }
-        block(Blocker::Select(cases.iter().map(|c| c.obj()).collect())).await;
+        let me = SelectBlock { cases, me: None }.await;
         for c in cases {
             c.remove_waiter(me);
         }
+    }
+}
+
+/// Joins the current task to the wait list of every case of a `select` and
+/// blocks it (one kernel access for all); completes with the task's id once
+/// it is woken.
+struct SelectBlock<'a, 'b> {
+    cases: &'a [&'b dyn Selectable],
+    me: Option<TaskId>,
+}
+
+impl Future for SelectBlock<'_, '_> {
+    type Output = TaskId;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<TaskId> {
+        if let Some(me) = self.me {
+            return Poll::Ready(me);
+        }
+        let cases = self.cases;
+        let me = with(|k| {
+            let mut st = k.state();
+            let me = st.current.expect("called outside a task");
+            for c in cases {
+                c.add_waiter(me);
+            }
+            st.block_current(Blocker::Select(cases.iter().map(|c| c.obj()).collect()));
+            me
+        });
+        self.me = Some(me);
+        Poll::Pending
     }
 }
 
