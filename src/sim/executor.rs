@@ -20,7 +20,7 @@ use super::name::Name;
 use super::oracle::{self, Outcome, RunReport};
 use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
-use super::strategy::{Choice, Pending, Point, Sched, Strategy};
+use super::strategy::{Choice, Pending, Point, RandomStrategy, Sched, Strategy};
 use super::task::{
     Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
@@ -70,7 +70,7 @@ pub(crate) fn try_with<R>(f: impl FnOnce(&Kernel) -> R) -> Option<R> {
 fn thread_kernel() -> &'static Kernel {
     KERNEL.get().unwrap_or_else(|| {
         let k: &'static Kernel = Box::leak(Box::new(Kernel {
-            st: RefCell::new(None),
+            st: RefCell::new(State::idle()),
             futs: RefCell::new(Vec::new()),
             spawned: RefCell::new(Vec::new()),
             has_spawned: Cell::new(false),
@@ -183,8 +183,9 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Kernel {
-    /// The state of the run on this thread (`None` between runs).
-    st: RefCell<Option<State>>,
+    /// The state of the run on this thread (an idle one between runs, so
+    /// that reaching it needs no check of its presence).
+    st: RefCell<State>,
     futs: RefCell<Vec<Option<LocalFut>>>,
     /// Futures of tasks spawned during a poll, in id order, to be appended
     /// to `futs`.
@@ -196,6 +197,41 @@ pub(crate) struct Kernel {
 }
 
 impl State {
+    /// The state the kernel holds between runs.
+    fn idle() -> State {
+        State {
+            now: 0,
+            tasks: Vec::new(),
+            runnable: Vec::new(),
+            current: None,
+            next: None,
+            timers: TimerHeap::default(),
+            timer_head: None,
+            timer_slots: Vec::new(),
+            timer_seq: 0,
+            objects: Vec::new(),
+            strategy: Sched::Random(RandomStrategy::new()),
+            steps: 0,
+            preemptions: 0,
+            timer_preemptions: 0,
+            record: None,
+            trace: None,
+            trace_preemptions: Vec::new(),
+            hash: 0,
+            data_rng: rng::rng(0, rng::STREAM_DATA),
+            horizon: u64::MAX,
+            max_steps: 0,
+            max_time: 0,
+            max_early_fire: u64::MAX,
+            main_done_at: None,
+            limit_hit: false,
+            plain: true,
+            footprint: None,
+            unready: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
     // Insertion and removal shift the ids above `t` one by one in a loop that
     // stops at a compared value: for the short lists kept here that is
     // cheaper than `Vec::insert`/`remove`, which call `memmove`.
@@ -545,6 +581,18 @@ fn slot_obj(slot: u32) -> ObjId {
     ObjId(TIMER_QUEUE.0 - 16 - DEADLINE_SPAN - (slot % DEADLINE_SPAN))
 }
 
+/// The operation at a preemption point.
+#[derive(Clone, Copy)]
+pub(crate) struct PointOp {
+    pub op: Op,
+    pub obj: ObjId,
+    /// How the operation uses `obj` (for footprints); `None` when the
+    /// operation records its own use once it knows whether it blocks.
+    pub access: Option<Access>,
+    /// The operation is traced at the point (a spawn traces itself).
+    pub traced: bool,
+}
+
 /// What a preemption point does next.
 pub(crate) enum Preempted {
     /// The running task continues (its operation has been traced).
@@ -571,24 +619,19 @@ impl Kernel {
     /// The state of the current run.
     #[inline(always)]
     pub fn state(&self) -> RefMut<'_, State> {
-        RefMut::map(self.st.borrow_mut(), |s| {
-            s.as_mut().expect("a simulation run is going on")
-        })
+        self.st.borrow_mut()
     }
 
     /// The state of the current run, to read.
     #[inline(always)]
     pub fn state_ref(&self) -> Ref<'_, State> {
-        Ref::map(self.st.borrow(), |s| {
-            s.as_ref().expect("a simulation run is going on")
-        })
+        self.st.borrow()
     }
 
     /// The state of the current run, unless it is in use.
     #[inline]
     pub fn try_state(&self) -> Option<RefMut<'_, State>> {
-        let st = self.st.try_borrow_mut().ok()?;
-        RefMut::filter_map(st, Option::as_mut).ok()
+        self.st.try_borrow_mut().ok()
     }
 
     /// Asks the strategy who runs next. `cur` is the task at a preemption
@@ -710,9 +753,16 @@ impl Kernel {
     /// `traced` and the run records a trace). Otherwise the task must return
     /// `Pending` (another task was chosen, or the run is being stopped).
     #[inline]
-    pub fn preempt(&self, op: Op, obj: ObjId, access: Option<Access>, traced: bool) -> Preempted {
+    pub fn preempt(&self, what: &PointOp) -> Preempted {
         let mut st = self.state();
         if !st.plain {
+            // The operation is read here only: the plain path never loads it.
+            let PointOp {
+                op,
+                obj,
+                access,
+                traced,
+            } = *what;
             return self.preempt_full(st, op, obj, access, traced);
         }
         let cur = st.current;
@@ -932,7 +982,7 @@ impl Drop for Detach {
             }
             self.0.has_spawned.set(false);
             if let Ok(mut st) = self.0.st.try_borrow_mut() {
-                *st = None;
+                *st = State::idle();
             }
         }
     }
@@ -1037,7 +1087,7 @@ impl Sim {
             "a simulation run is already going on on this thread"
         );
         FOOTPRINTS.with(|f| f.set(st.footprint.is_some()));
-        *kernel.st.borrow_mut() = Some(st);
+        *kernel.st.borrow_mut() = st;
         *kernel.futs.borrow_mut() = futs;
         kernel.active.set(true);
         ACTIVE.set(Some(kernel));
@@ -1148,11 +1198,7 @@ impl Sim {
         kernel.active.set(false);
         ACTIVE.set(None);
         FOOTPRINTS.with(|f| f.set(false));
-        let mut st = kernel
-            .st
-            .borrow_mut()
-            .take()
-            .expect("the run's state is in the kernel");
+        let mut st = std::mem::replace(&mut *kernel.st.borrow_mut(), State::idle());
         st.tasks.clear();
         st.runnable.clear();
         st.objects.clear();
@@ -1173,41 +1219,10 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::strategy::RandomStrategy;
 
     #[test]
     fn runnable_list_stays_sorted_and_unique() {
-        let mut st = State {
-            now: 0,
-            tasks: Vec::new(),
-            runnable: Vec::new(),
-            current: None,
-            next: None,
-            timers: TimerHeap::default(),
-            timer_head: None,
-            timer_slots: Vec::new(),
-            timer_seq: 0,
-            objects: Vec::new(),
-            strategy: Sched::new(Box::new(RandomStrategy::new())),
-            steps: 0,
-            preemptions: 0,
-            timer_preemptions: 0,
-            record: None,
-            trace: None,
-            trace_preemptions: Vec::new(),
-            hash: 0,
-            data_rng: rng::rng(0, rng::STREAM_DATA),
-            horizon: u64::MAX,
-            max_steps: 0,
-            max_time: 0,
-            max_early_fire: u64::MAX,
-            main_done_at: None,
-            limit_hit: false,
-            plain: true,
-            footprint: None,
-            unready: Vec::new(),
-            pending: Vec::new(),
-        };
+        let mut st = State::idle();
         let mut model = std::collections::BTreeSet::new();
         let mut r = rng::rng(11, 0);
         for _ in 0..20_000 {

@@ -12,20 +12,15 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::executor::{Preempted, footprints_on, try_with, with};
+use super::executor::{PointOp, Preempted, footprints_on, try_with, with};
 use super::name::Name;
 use super::task::{Access, Blocker, ObjId, ObjKind, ObjSet, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
 /// strategy lets the current task run its operation; records it in the trace.
 pub(crate) struct Preempt {
-    op: Op,
-    obj: ObjId,
-    /// How the operation uses `obj` (for footprints); `None` when the
-    /// operation records its own use once it knows whether it blocks.
-    access: Option<Access>,
+    what: PointOp,
     yielded: bool,
-    traced: bool,
     /// Set when the task yielded here in a traced run: the operation is
     /// traced when the task resumes.
     trace_on_resume: bool,
@@ -37,11 +32,13 @@ pub(crate) struct Preempt {
 
 pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
     Preempt {
-        op,
-        obj,
-        access: Some(Access::Write),
+        what: PointOp {
+            op,
+            obj,
+            access: Some(Access::Write),
+            traced: true,
+        },
         yielded: false,
-        traced: true,
         trace_on_resume: false,
         touch_on_resume: false,
     }
@@ -50,11 +47,13 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
 /// A preemption point whose operation traces itself (a spawn names its child).
 pub(crate) fn preempt_untraced(op: Op) -> Preempt {
     Preempt {
-        op,
-        obj: super::task::NO_OBJ,
-        access: Some(Access::Write),
+        what: PointOp {
+            op,
+            obj: super::task::NO_OBJ,
+            access: Some(Access::Write),
+            traced: false,
+        },
         yielded: false,
-        traced: false,
         trace_on_resume: false,
         touch_on_resume: false,
     }
@@ -69,17 +68,20 @@ impl Future for Preempt {
             if self.trace_on_resume || self.touch_on_resume {
                 with(|k| {
                     let mut st = k.state();
+                    let PointOp {
+                        op, obj, access, ..
+                    } = self.what;
                     if self.trace_on_resume {
-                        st.trace_event(self.op, self.obj, None);
+                        st.trace_event(op, obj, None);
                     }
-                    if let Some(access) = self.access {
-                        st.touch_op(self.op, self.obj, access);
+                    if let Some(access) = access {
+                        st.touch_op(op, obj, access);
                     }
                 });
             }
             return Poll::Ready(());
         }
-        match with(|k| k.preempt(self.op, self.obj, self.access, self.traced)) {
+        match with(|k| k.preempt(&self.what)) {
             Preempted::Continue => Poll::Ready(()),
             Preempted::Yield {
                 trace_on_resume,
@@ -300,7 +302,7 @@ impl Mutex {
 
     pub async fn lock(&self) -> MutexGuard<'_> {
         let mut point = preempt(Op::Lock, self.id);
-        point.access = None;
+        point.what.access = None;
         point.await;
         while self.locked.get() {
             touch(self.id, Access::Attempt);
@@ -334,7 +336,7 @@ pub struct MutexGuard<'a> {
 impl MutexGuard<'_> {
     pub async fn unlock(mut self) {
         let mut point = preempt(Op::Unlock, self.mutex.id);
-        point.access = Some(Access::Release);
+        point.what.access = Some(Access::Release);
         point.await;
         self.held = false;
         self.mutex.release();
@@ -381,7 +383,7 @@ impl<T> Unbounded<T> {
         if std::mem::size_of::<T>() == 0 {
             // Values of a zero-sized type cannot be told apart: two puts
             // leave the same buffer in either order (a WaitGroup's Done).
-            point.access = Some(Access::Add);
+            point.what.access = Some(Access::Add);
         }
         point.await;
         if self.closing.get() {
@@ -474,7 +476,7 @@ impl Event {
     /// `<-e.Done()`.
     pub async fn wait(&self) {
         let mut point = preempt(Op::Wait, self.id);
-        point.access = Some(Access::Read);
+        point.what.access = Some(Access::Read);
         point.await;
         while !self.fired.get() {
             block_on(&self.waiters, Blocker::On(Op::Wait, self.id)).await;
@@ -598,7 +600,7 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         });
     }
     let mut point = preempt(Op::Select, cases[0].obj());
-    point.access = Some(Access::Read);
+    point.what.access = Some(Access::Read);
     point.await;
     if footprints_on() {
         for c in &cases[1..] {
