@@ -308,13 +308,22 @@ impl Mutex {
             touch(self.id, Access::Attempt);
             block_on(&self.waiters, Blocker::On(Op::Lock, self.id)).await;
         }
-        touch(self.id, Access::Acquire);
         self.locked.set(true);
-        set_unready(self.id, true);
+        if footprints_on() {
+            self.note_acquire();
+        }
         MutexGuard {
             mutex: self,
             held: true,
         }
+    }
+
+    /// For footprints: the step took the lock, which now blocks a lock.
+    #[cold]
+    #[inline(never)]
+    fn note_acquire(&self) {
+        touch(self.id, Access::Acquire);
+        set_unready(self.id, true);
     }
 
     fn release(&self) {
@@ -343,12 +352,24 @@ impl MutexGuard<'_> {
     }
 }
 
+impl MutexGuard<'_> {
+    /// The guard is dropped while it holds the lock (a panic or an early
+    /// return): a release without a preemption point.
+    #[cold]
+    #[inline(never)]
+    fn release_on_drop(&mut self) {
+        // A release without a preemption point still changes the lock.
+        touch(self.mutex.id, Access::Release);
+        self.mutex.release();
+    }
+}
+
 impl Drop for MutexGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
+        // After `unlock` (the usual end) there is nothing to do.
         if self.held {
-            // A release without a preemption point still changes the lock.
-            touch(self.mutex.id, Access::Release);
-            self.mutex.release();
+            self.release_on_drop();
         }
     }
 }
