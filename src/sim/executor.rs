@@ -237,15 +237,19 @@ impl State {
     // cheaper than `Vec::insert`/`remove`, which call `memmove`.
 
     fn insert_runnable(&mut self, t: TaskId) {
+        // One pass from the end (a woken or new task is usually among the
+        // last): shift the larger ids up; if `t` turns out to be there
+        // already, put them back.
         let v = &mut self.runnable;
-        if v.binary_search(&t).is_ok() {
-            return;
-        }
         v.push(t);
         let mut j = v.len() - 1;
         while j > 0 && v[j - 1] > t {
             v[j] = v[j - 1];
             j -= 1;
+        }
+        if j > 0 && v[j - 1] == t {
+            v.remove(j);
+            return;
         }
         v[j] = t;
     }

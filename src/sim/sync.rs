@@ -326,6 +326,7 @@ impl Mutex {
         set_unready(self.id, true);
     }
 
+    #[inline]
     fn release(&self) {
         self.locked.set(false);
         set_unready(self.id, false);
