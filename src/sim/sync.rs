@@ -203,6 +203,7 @@ impl Default for WaitList {
 }
 
 impl WaitList {
+    #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.inline[..self.len].iter().chain(&self.spill).copied()
     }
@@ -212,7 +213,9 @@ impl WaitList {
     }
 
     fn push(&mut self, t: TaskId) {
-        if self.iter().any(|x| x == t) {
+        // The inline part and the (usually empty) spill apart: a chained
+        // iterator costs more than the two short scans.
+        if self.inline[..self.len].contains(&t) || self.spill.contains(&t) {
             return;
         }
         if self.spill.is_empty() && self.len < INLINE_WAITERS {
@@ -265,7 +268,11 @@ impl Waiters {
         // stays borrowed and keeps its buffer for the next waiters.
         let _ = try_with(|k| {
             let mut st = k.state();
-            for t in w.iter() {
+            // In join order: the inline part, then the spill.
+            for &t in &w.inline[..w.len] {
+                st.wake(t);
+            }
+            for &t in &w.spill {
                 st.wake(t);
             }
         });
