@@ -171,12 +171,16 @@ impl Timed {
         next_timer: Option<u64>,
         now: u64,
     ) -> Decision {
-        // The processor free first (the lowest index among equals).
-        let (mut proc_idx, mut proc_free) = (0, self.procs[0]);
-        for (i, &free) in self.procs.iter().enumerate().skip(1) {
-            if free < proc_free {
-                (proc_idx, proc_free) = (i, free);
+        // The processor free first (the lowest index among equals), by a
+        // plain loop: for a few processors it beats an unrolled iterator.
+        let procs = &self.procs[..];
+        let (mut proc_idx, mut proc_free) = (0, procs[0]);
+        let mut i = 1;
+        while i < procs.len() {
+            if procs[i] < proc_free {
+                (proc_idx, proc_free) = (i, procs[i]);
             }
+            i += 1;
         }
         // Every step starts at the earliest when a processor is free and not
         // in the past; the one that can start first runs. Ties go to the
