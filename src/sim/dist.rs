@@ -257,24 +257,25 @@ const FRAC_BITS: u32 = 53 - TABLE_BITS;
 /// no transcendental function except in the tails (2 draws in 1024). Other
 /// distributions fall back to [`Dist::sample`].
 #[derive(Clone, Debug)]
-pub(crate) struct Sampler {
-    dist: Dist,
-    /// Quantiles at `i / TABLE` in fixed point (`shift` fractional bits), so
-    /// that interpolation is integer arithmetic; `None` when `dist` is not
-    /// tabulated. A fixed-size array: the index of a draw needs no bounds
-    /// check.
-    table: Option<Box<[u64; TABLE + 1]>>,
-    shift: u32,
+pub(crate) enum Sampler {
+    /// A lognormal distribution, tabulated.
+    Table {
+        median: u64,
+        sigma: f64,
+        /// Quantiles at `i / TABLE` in fixed point (`shift` fractional
+        /// bits), so that interpolation is integer arithmetic. A fixed-size
+        /// array: the index of a draw needs no bounds check.
+        table: Box<[u64; TABLE + 1]>,
+        shift: u32,
+    },
+    /// Any other distribution, drawn by [`Dist::sample`].
+    Direct(Dist),
 }
 
 impl Sampler {
     pub fn new(dist: &Dist) -> Self {
         let Dist::LogNormal { median, sigma } = *dist else {
-            return Sampler {
-                dist: dist.clone(),
-                table: None,
-                shift: 0,
-            };
+            return Sampler::Direct(dist.clone());
         };
         let q = |i: usize| lognormal_quantile(median, sigma, i as f64 / TABLE as f64);
         // As many fractional bits (up to 16) as the largest entry leaves room
@@ -290,19 +291,25 @@ impl Sampler {
                 _ => (q(i) * scale) as u64,
             };
         }
-        Sampler {
-            dist: dist.clone(),
-            table: Some(table),
+        Sampler::Table {
+            median,
+            sigma,
+            table,
             shift,
         }
     }
 
     #[inline]
     pub fn sample(&self, r: &mut impl Rng) -> u64 {
-        let (Some(table), Dist::LogNormal { median, sigma }) = (&self.table, &self.dist) else {
-            return self.dist.sample(r);
+        let (median, sigma, table, shift) = match self {
+            Sampler::Table {
+                median,
+                sigma,
+                table,
+                shift,
+            } => (*median, *sigma, table, *shift),
+            Sampler::Direct(dist) => return dist.sample(r),
         };
-        let (median, sigma) = (*median, *sigma);
         let bits = r.next_u64() >> 11;
         let i = (bits >> FRAC_BITS) as usize;
         if i == 0 || i == TABLE - 1 {
@@ -313,7 +320,7 @@ impl Sampler {
         let frac = u128::from(bits & ((1 << FRAC_BITS) - 1));
         let (a, b) = (table[i], table[i + 1]);
         let step = (u128::from(b - a) * frac) >> FRAC_BITS;
-        (a + step as u64) >> self.shift
+        (a + step as u64) >> shift
     }
 }
 
@@ -537,12 +544,14 @@ mod tests {
     #[test]
     fn table_interpolation_stays_close_to_the_quantile_function() {
         let (median, sigma) = (150, 0.6);
-        let s = Sampler::new(&Dist::LogNormal { median, sigma });
-        let table = s.table.as_ref().expect("a lognormal is tabulated");
+        let Sampler::Table { table, shift, .. } = Sampler::new(&Dist::LogNormal { median, sigma })
+        else {
+            panic!("a lognormal is tabulated");
+        };
         for k in 1..TABLE - 1 {
             for f in [0.25, 0.5, 0.75] {
                 let p = (k as f64 + f) / TABLE as f64;
-                let scale = (1u64 << s.shift) as f64;
+                let scale = (1u64 << shift) as f64;
                 let (a, b) = (table[k] as f64 / scale, table[k + 1] as f64 / scale);
                 let lerp = a + (b - a) * f;
                 let exact = lognormal_quantile(median, sigma, p);

@@ -20,7 +20,7 @@ use super::name::Name;
 use super::oracle::{self, Outcome, RunReport};
 use super::rng;
 use super::schedule::{Schedule, Step, StepKind};
-use super::strategy::{Choice, Pending, Point, Sched, Strategy};
+use super::strategy::{Choice, Pending, Point, RandomStrategy, Sched, Strategy};
 use super::task::{
     Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
     TaskState, Use,
@@ -39,6 +39,9 @@ thread_local! {
     /// The run on this thread records step footprints: lets the primitives'
     /// non-blocking reads skip the kernel entirely in bulk runs.
     static FOOTPRINTS: Cell<bool> = const { Cell::new(false) };
+    /// This thread's kernel while a run is going on on it (`None` between
+    /// runs): what every primitive reads, one load and no second check.
+    static ACTIVE: Cell<Option<&'static Kernel>> = const { Cell::new(None) };
 }
 
 /// Whether the run on this thread records step footprints.
@@ -52,29 +55,25 @@ pub(crate) fn footprints_on() -> bool {
 /// Panics if no run is active: every primitive belongs to a run.
 #[inline]
 pub(crate) fn with<R>(f: impl FnOnce(&Kernel) -> R) -> R {
-    match KERNEL.get() {
-        Some(k) if k.active.get() => f(k),
-        _ => panic!("an lbsim primitive was used outside a simulation run"),
+    match ACTIVE.get() {
+        Some(k) => f(k),
+        None => panic!("an lbsim primitive was used outside a simulation run"),
     }
 }
 
 /// Like [`with`], but returns `None` outside a run (for `Drop` impls).
 pub(crate) fn try_with<R>(f: impl FnOnce(&Kernel) -> R) -> Option<R> {
-    KERNEL
-        .try_with(Cell::get)
-        .ok()
-        .flatten()
-        .filter(|k| k.active.get())
-        .map(f)
+    ACTIVE.try_with(Cell::get).ok().flatten().map(f)
 }
 
 /// This thread's kernel, made on first use.
 fn thread_kernel() -> &'static Kernel {
     KERNEL.get().unwrap_or_else(|| {
         let k: &'static Kernel = Box::leak(Box::new(Kernel {
-            st: RefCell::new(None),
+            st: RefCell::new(State::idle()),
             futs: RefCell::new(Vec::new()),
             spawned: RefCell::new(Vec::new()),
+            has_spawned: Cell::new(false),
             active: Cell::new(false),
         }));
         KERNEL.set(Some(k));
@@ -169,6 +168,9 @@ pub(crate) struct State {
     max_early_fire: u64,
     main_done_at: Option<u64>,
     limit_hit: bool,
+    /// No footprints, no trace and no recorded schedule: the preemption
+    /// point takes a path without any of their checks.
+    plain: bool,
     /// Objects used by the step since the last decision, when the strategy
     /// asked for footprints (`None`: not recorded, no cost).
     footprint: Option<Vec<Use>>,
@@ -181,31 +183,73 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Kernel {
-    /// The state of the run on this thread (`None` between runs).
-    st: RefCell<Option<State>>,
+    /// The state of the run on this thread (an idle one between runs, so
+    /// that reaching it needs no check of its presence).
+    st: RefCell<State>,
     futs: RefCell<Vec<Option<LocalFut>>>,
     /// Futures of tasks spawned during a poll, in id order, to be appended
     /// to `futs`.
     spawned: RefCell<Vec<LocalFut>>,
+    /// `spawned` is not empty.
+    has_spawned: Cell<bool>,
     /// A run is going on: its primitives may use the kernel.
     active: Cell<bool>,
 }
 
 impl State {
+    /// The state the kernel holds between runs.
+    fn idle() -> State {
+        State {
+            now: 0,
+            tasks: Vec::new(),
+            runnable: Vec::new(),
+            current: None,
+            next: None,
+            timers: TimerHeap::default(),
+            timer_head: None,
+            timer_slots: Vec::new(),
+            timer_seq: 0,
+            objects: Vec::new(),
+            strategy: Sched::Random(RandomStrategy::new()),
+            steps: 0,
+            preemptions: 0,
+            timer_preemptions: 0,
+            record: None,
+            trace: None,
+            trace_preemptions: Vec::new(),
+            hash: 0,
+            data_rng: rng::rng(0, rng::STREAM_DATA),
+            horizon: u64::MAX,
+            max_steps: 0,
+            max_time: 0,
+            max_early_fire: u64::MAX,
+            main_done_at: None,
+            limit_hit: false,
+            plain: true,
+            footprint: None,
+            unready: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
     // Insertion and removal shift the ids above `t` one by one in a loop that
     // stops at a compared value: for the short lists kept here that is
     // cheaper than `Vec::insert`/`remove`, which call `memmove`.
 
     fn insert_runnable(&mut self, t: TaskId) {
+        // One pass from the end (a woken or new task is usually among the
+        // last): shift the larger ids up; if `t` turns out to be there
+        // already, put them back.
         let v = &mut self.runnable;
-        if v.binary_search(&t).is_ok() {
-            return;
-        }
         v.push(t);
         let mut j = v.len() - 1;
         while j > 0 && v[j - 1] > t {
             v[j] = v[j - 1];
             j -= 1;
+        }
+        if j > 0 && v[j - 1] == t {
+            v.remove(j);
+            return;
         }
         v[j] = t;
     }
@@ -508,13 +552,19 @@ impl State {
     }
 
     fn note_decision(&mut self, step: Step) {
+        self.note_decision_as::<false>(step);
+    }
+
+    /// [`State::note_decision`]; `PLAIN`: the run records no schedule.
+    #[inline(always)]
+    fn note_decision_as<const PLAIN: bool>(&mut self, step: Step) {
         let code = match step.kind {
             StepKind::Task(t) => u64::from(t) + 2,
             StepKind::Timer => 1,
             StepKind::Choose(k) => u64::from(k) << 32,
         };
         self.hash = (self.hash ^ code ^ step.dt.rotate_left(17)).wrapping_mul(0x100_0000_01b3);
-        if let Some(r) = &mut self.record {
+        if !PLAIN && let Some(r) = &mut self.record {
             r.push(step);
         }
     }
@@ -535,6 +585,18 @@ fn slot_obj(slot: u32) -> ObjId {
     ObjId(TIMER_QUEUE.0 - 16 - DEADLINE_SPAN - (slot % DEADLINE_SPAN))
 }
 
+/// The operation at a preemption point.
+#[derive(Clone, Copy)]
+pub(crate) struct PointOp {
+    pub op: Op,
+    pub obj: ObjId,
+    /// How the operation uses `obj` (for footprints); `None` when the
+    /// operation records its own use once it knows whether it blocks.
+    pub access: Option<Access>,
+    /// The operation is traced at the point (a spawn traces itself).
+    pub traced: bool,
+}
+
 /// What a preemption point does next.
 pub(crate) enum Preempted {
     /// The running task continues (its operation has been traced).
@@ -548,28 +610,32 @@ pub(crate) enum Preempted {
     },
 }
 
+impl Preempted {
+    /// A yield with nothing to do on resume (a run without footprints or
+    /// trace).
+    const YIELD: Preempted = Preempted::Yield {
+        trace_on_resume: false,
+        touch_on_resume: false,
+    };
+}
+
 impl Kernel {
     /// The state of the current run.
     #[inline(always)]
     pub fn state(&self) -> RefMut<'_, State> {
-        RefMut::map(self.st.borrow_mut(), |s| {
-            s.as_mut().expect("a simulation run is going on")
-        })
+        self.st.borrow_mut()
     }
 
     /// The state of the current run, to read.
     #[inline(always)]
     pub fn state_ref(&self) -> Ref<'_, State> {
-        Ref::map(self.st.borrow(), |s| {
-            s.as_ref().expect("a simulation run is going on")
-        })
+        self.st.borrow()
     }
 
     /// The state of the current run, unless it is in use.
     #[inline]
     pub fn try_state(&self) -> Option<RefMut<'_, State>> {
-        let st = self.st.try_borrow_mut().ok()?;
-        RefMut::filter_map(st, Option::as_mut).ok()
+        self.st.try_borrow_mut().ok()
     }
 
     /// Asks the strategy who runs next. `cur` is the task at a preemption
@@ -579,7 +645,7 @@ impl Kernel {
     /// a fire with nothing runnable and a fire chosen by the strategy are
     /// out of line, so that the hot path keeps few registers live.
     #[inline(always)]
-    fn decide(&self, st: &mut State, cur: Option<TaskId>) -> Next {
+    fn decide<const PLAIN: bool>(&self, st: &mut State, cur: Option<TaskId>) -> Next {
         // A timer that fires is like a task that takes one step and
         // blocks: the choice after it is free.
         let mut fired = false;
@@ -589,7 +655,7 @@ impl Kernel {
                 return Next::Limit;
             }
             let timer = st.next_timer_deadline();
-            if st.footprint.is_some() {
+            if !PLAIN && st.footprint.is_some() {
                 st.footprint_point();
             }
             if st.runnable.is_empty() {
@@ -600,21 +666,14 @@ impl Kernel {
                 continue;
             }
             let early = timer.filter(|d| d.saturating_sub(st.now) <= st.max_early_fire);
-            let point = Point {
-                runnable: &st.runnable,
-                current: cur,
-                next_timer: early,
-                now: st.now,
-                step: st.steps,
-                pending: &st.pending,
-            };
-            let d = st.strategy.next_task(&point);
-            debug_assert!(point.index_of(d.choice).is_some(), "illegal choice {d:?}");
+            let d = st
+                .strategy
+                .decide(&st.runnable, cur, early, st.now, st.steps, &st.pending);
             st.steps += 1;
             let at = d.at.max(st.now);
             let dt = at - st.now;
             st.now = at;
-            st.note_decision(Step::from_choice(d.choice, dt));
+            st.note_decision_as::<PLAIN>(Step::from_choice(d.choice, dt));
             match d.choice {
                 Choice::Timer => {
                     self.fire_chosen(st, cur, fired, early);
@@ -624,7 +683,9 @@ impl Kernel {
                 Choice::Task(t) => {
                     if cur.is_some() && !fired {
                         st.preemptions += 1;
-                        st.mark_preemption(cur, Some(t), 1);
+                        if !PLAIN {
+                            st.mark_preemption(cur, Some(t), 1);
+                        }
                     }
                     return Next::Switch(t);
                 }
@@ -688,14 +749,48 @@ impl Kernel {
             debug_assert_eq!(futs.len() + spawned.len(), id.index());
         }
         spawned.push(fut);
+        self.has_spawned.set(true);
     }
 
     /// The preemption point before operation `op` on `obj` of the running
     /// task. If the task continues now, the operation is traced (when
     /// `traced` and the run records a trace). Otherwise the task must return
     /// `Pending` (another task was chosen, or the run is being stopped).
-    pub fn preempt(&self, op: Op, obj: ObjId, access: Option<Access>, traced: bool) -> Preempted {
+    #[inline]
+    pub fn preempt(&self, what: &PointOp) -> Preempted {
         let mut st = self.state();
+        if !st.plain {
+            // The operation is read here only: the plain path never loads it.
+            let PointOp {
+                op,
+                obj,
+                access,
+                traced,
+            } = *what;
+            return self.preempt_full(st, op, obj, access, traced);
+        }
+        let cur = st.current;
+        match self.decide::<true>(&mut st, cur) {
+            Next::Continue => Preempted::Continue,
+            Next::Switch(t) => {
+                st.next = Some(t);
+                Preempted::YIELD
+            }
+            Next::Idle | Next::Limit => Preempted::YIELD,
+        }
+    }
+
+    /// [`Kernel::preempt`] in a run that records footprints, a trace or
+    /// the schedule.
+    #[inline(never)]
+    fn preempt_full(
+        &self,
+        mut st: RefMut<'_, State>,
+        op: Op,
+        obj: ObjId,
+        access: Option<Access>,
+        traced: bool,
+    ) -> Preempted {
         let cur = st.current;
         if st.footprint.is_some()
             && let Some(t) = cur
@@ -710,7 +805,7 @@ impl Kernel {
                 _ => info.pending = None,
             }
         }
-        match self.decide(&mut st, cur) {
+        match self.decide::<false>(&mut st, cur) {
             Next::Continue => {
                 if traced && st.tracing() {
                     st.trace_event(op, obj, None);
@@ -745,33 +840,16 @@ impl Kernel {
         cx: &mut Context<'_>,
         polling: &mut Option<TaskId>,
     ) -> Option<oracle::PanicReport> {
+        let mut task = self.start_step(&mut self.state())?;
         loop {
-            let task = {
-                let mut st = self.state();
-                let task = match st.next.take() {
-                    Some(t) => t,
-                    None => match self.decide(&mut st, None) {
-                        Next::Switch(t) => t,
-                        Next::Continue => unreachable!("no current task to continue"),
-                        Next::Idle | Next::Limit => return None,
-                    },
-                };
-                st.current = Some(task);
-                if st.footprint.is_some() {
-                    st.begin_step(task);
-                }
-                task
-            };
             // The future is polled where it lies; tasks it spawns get theirs
             // after the poll.
             *polling = Some(task);
             let polled = {
                 let mut futs = self.futs.borrow_mut();
-                {
-                    let mut spawned = self.spawned.borrow_mut();
-                    if !spawned.is_empty() {
-                        futs.extend(spawned.drain(..).map(Some));
-                    }
+                if self.has_spawned.get() {
+                    self.has_spawned.set(false);
+                    futs.extend(self.spawned.borrow_mut().drain(..).map(Some));
                 }
                 futs[task.index()]
                     .as_mut()
@@ -780,7 +858,8 @@ impl Kernel {
                     .poll(cx)
             };
             *polling = None;
-            match polled {
+            // One borrow of the state ends this step and starts the next.
+            let mut st = match polled {
                 Poll::Ready(()) => {
                     // Dropped outside the borrow: its destructors may use
                     // the kernel.
@@ -799,16 +878,16 @@ impl Kernel {
                         st.touch_as(CLOCK, Access::Read);
                         st.touch(TIMER_QUEUE);
                     }
-                    st.current = None;
+                    st
                 }
                 Poll::Pending => {
-                    let mut st = self.state();
+                    let st = self.state();
                     if st.limit_hit {
                         return None;
                     }
-                    let still_runnable =
-                        matches!(st.tasks[task.index()].state, TaskState::Runnable);
-                    if still_runnable && st.next.is_none() {
+                    if st.next.is_none()
+                        && matches!(st.tasks[task.index()].state, TaskState::Runnable)
+                    {
                         // The task awaited something that is not a kernel
                         // primitive; it would never be woken.
                         let name = st.tasks[task.index()].name.render();
@@ -817,10 +896,39 @@ impl Kernel {
                             message: "task returned Pending outside an lbsim primitive".into(),
                         });
                     }
-                    st.current = None;
+                    st
+                }
+            };
+            st.current = None;
+            task = self.start_step(&mut st)?;
+        }
+    }
+
+    /// Chooses the task whose step comes next (the one a preemption point
+    /// chose, or a decision with no task running) and makes it current;
+    /// `None` when nothing can happen any more.
+    #[inline(always)]
+    fn start_step(&self, st: &mut State) -> Option<TaskId> {
+        let task = match st.next.take() {
+            Some(t) => t,
+            None => {
+                let next = if st.plain {
+                    self.decide::<true>(st, None)
+                } else {
+                    self.decide::<false>(st, None)
+                };
+                match next {
+                    Next::Switch(t) => t,
+                    Next::Continue => unreachable!("no current task to continue"),
+                    Next::Idle | Next::Limit => return None,
                 }
             }
+        };
+        st.current = Some(task);
+        if st.footprint.is_some() {
+            st.begin_step(task);
         }
+        Some(task)
     }
 
     pub fn spawn(&self, name: Name, fut: LocalFut) -> TaskId {
@@ -868,6 +976,7 @@ struct Detach(&'static Kernel);
 impl Drop for Detach {
     fn drop(&mut self) {
         if self.0.active.replace(false) {
+            ACTIVE.with(|a| a.set(None));
             FOOTPRINTS.with(|f| f.set(false));
             if let Ok(mut futs) = self.0.futs.try_borrow_mut() {
                 futs.clear();
@@ -875,8 +984,9 @@ impl Drop for Detach {
             if let Ok(mut spawned) = self.0.spawned.try_borrow_mut() {
                 spawned.clear();
             }
+            self.0.has_spawned.set(false);
             if let Ok(mut st) = self.0.st.try_borrow_mut() {
-                *st = None;
+                *st = State::idle();
             }
         }
     }
@@ -970,6 +1080,7 @@ impl Sim {
             max_early_fire: cfg.max_early_fire,
             main_done_at: None,
             limit_hit: false,
+            plain: footprint.is_none() && !cfg.trace && !cfg.record,
             footprint,
             unready: Vec::new(),
             pending: Vec::new(),
@@ -980,9 +1091,10 @@ impl Sim {
             "a simulation run is already going on on this thread"
         );
         FOOTPRINTS.with(|f| f.set(st.footprint.is_some()));
-        *kernel.st.borrow_mut() = Some(st);
+        *kernel.st.borrow_mut() = st;
         *kernel.futs.borrow_mut() = futs;
         kernel.active.set(true);
+        ACTIVE.set(Some(kernel));
         let _detach = Detach(kernel);
         let _in_sim = oracle::InSim::enter();
 
@@ -1083,16 +1195,14 @@ impl Sim {
         let mut futs = std::mem::take(&mut *kernel.futs.borrow_mut());
         futs.clear();
         let spawned = std::mem::take(&mut *kernel.spawned.borrow_mut());
+        kernel.has_spawned.set(false);
         drop(spawned);
         let mut timer_slots = std::mem::take(&mut kernel.state().timer_slots);
         timer_slots.clear();
         kernel.active.set(false);
+        ACTIVE.set(None);
         FOOTPRINTS.with(|f| f.set(false));
-        let mut st = kernel
-            .st
-            .borrow_mut()
-            .take()
-            .expect("the run's state is in the kernel");
+        let mut st = std::mem::replace(&mut *kernel.st.borrow_mut(), State::idle());
         st.tasks.clear();
         st.runnable.clear();
         st.objects.clear();
@@ -1113,40 +1223,10 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::strategy::RandomStrategy;
 
     #[test]
     fn runnable_list_stays_sorted_and_unique() {
-        let mut st = State {
-            now: 0,
-            tasks: Vec::new(),
-            runnable: Vec::new(),
-            current: None,
-            next: None,
-            timers: TimerHeap::default(),
-            timer_head: None,
-            timer_slots: Vec::new(),
-            timer_seq: 0,
-            objects: Vec::new(),
-            strategy: Sched::new(Box::new(RandomStrategy::new())),
-            steps: 0,
-            preemptions: 0,
-            timer_preemptions: 0,
-            record: None,
-            trace: None,
-            trace_preemptions: Vec::new(),
-            hash: 0,
-            data_rng: rng::rng(0, rng::STREAM_DATA),
-            horizon: u64::MAX,
-            max_steps: 0,
-            max_time: 0,
-            max_early_fire: u64::MAX,
-            main_done_at: None,
-            limit_hit: false,
-            footprint: None,
-            unready: Vec::new(),
-            pending: Vec::new(),
-        };
+        let mut st = State::idle();
         let mut model = std::collections::BTreeSet::new();
         let mut r = rng::rng(11, 0);
         for _ in 0..20_000 {

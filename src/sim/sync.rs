@@ -12,20 +12,15 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::executor::{Preempted, footprints_on, try_with, with};
+use super::executor::{PointOp, Preempted, footprints_on, try_with, with};
 use super::name::Name;
 use super::task::{Access, Blocker, ObjId, ObjKind, ObjSet, Op, TaskId};
 
 /// The preemption point before operation `op` on `obj`. Completes when the
 /// strategy lets the current task run its operation; records it in the trace.
 pub(crate) struct Preempt {
-    op: Op,
-    obj: ObjId,
-    /// How the operation uses `obj` (for footprints); `None` when the
-    /// operation records its own use once it knows whether it blocks.
-    access: Option<Access>,
+    what: PointOp,
     yielded: bool,
-    traced: bool,
     /// Set when the task yielded here in a traced run: the operation is
     /// traced when the task resumes.
     trace_on_resume: bool,
@@ -37,11 +32,13 @@ pub(crate) struct Preempt {
 
 pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
     Preempt {
-        op,
-        obj,
-        access: Some(Access::Write),
+        what: PointOp {
+            op,
+            obj,
+            access: Some(Access::Write),
+            traced: true,
+        },
         yielded: false,
-        traced: true,
         trace_on_resume: false,
         touch_on_resume: false,
     }
@@ -50,11 +47,13 @@ pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
 /// A preemption point whose operation traces itself (a spawn names its child).
 pub(crate) fn preempt_untraced(op: Op) -> Preempt {
     Preempt {
-        op,
-        obj: super::task::NO_OBJ,
-        access: Some(Access::Write),
+        what: PointOp {
+            op,
+            obj: super::task::NO_OBJ,
+            access: Some(Access::Write),
+            traced: false,
+        },
         yielded: false,
-        traced: false,
         trace_on_resume: false,
         touch_on_resume: false,
     }
@@ -69,17 +68,20 @@ impl Future for Preempt {
             if self.trace_on_resume || self.touch_on_resume {
                 with(|k| {
                     let mut st = k.state();
+                    let PointOp {
+                        op, obj, access, ..
+                    } = self.what;
                     if self.trace_on_resume {
-                        st.trace_event(self.op, self.obj, None);
+                        st.trace_event(op, obj, None);
                     }
-                    if let Some(access) = self.access {
-                        st.touch_op(self.op, self.obj, access);
+                    if let Some(access) = access {
+                        st.touch_op(op, obj, access);
                     }
                 });
             }
             return Poll::Ready(());
         }
-        match with(|k| k.preempt(self.op, self.obj, self.access, self.traced)) {
+        match with(|k| k.preempt(&self.what)) {
             Preempted::Continue => Poll::Ready(()),
             Preempted::Yield {
                 trace_on_resume,
@@ -201,6 +203,7 @@ impl Default for WaitList {
 }
 
 impl WaitList {
+    #[cfg(test)]
     fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.inline[..self.len].iter().chain(&self.spill).copied()
     }
@@ -210,7 +213,9 @@ impl WaitList {
     }
 
     fn push(&mut self, t: TaskId) {
-        if self.iter().any(|x| x == t) {
+        // The inline part and the (usually empty) spill apart: a chained
+        // iterator costs more than the two short scans.
+        if self.inline[..self.len].contains(&t) || self.spill.contains(&t) {
             return;
         }
         if self.spill.is_empty() && self.len < INLINE_WAITERS {
@@ -223,7 +228,11 @@ impl WaitList {
 
     fn remove(&mut self, t: TaskId) {
         if let Some(i) = self.inline[..self.len].iter().position(|&x| x == t) {
-            self.inline.copy_within(i + 1..self.len, i);
+            // A loop, not `copy_within`: for at most three ids a call to
+            // `memmove` costs more than the copy.
+            for j in i + 1..self.len {
+                self.inline[j - 1] = self.inline[j];
+            }
             self.len -= 1;
             if !self.spill.is_empty() {
                 self.inline[self.len] = self.spill.remove(0);
@@ -259,7 +268,11 @@ impl Waiters {
         // stays borrowed and keeps its buffer for the next waiters.
         let _ = try_with(|k| {
             let mut st = k.state();
-            for t in w.iter() {
+            // In join order: the inline part, then the spill.
+            for &t in &w.inline[..w.len] {
+                st.wake(t);
+            }
+            for &t in &w.spill {
                 st.wake(t);
             }
         });
@@ -296,21 +309,31 @@ impl Mutex {
 
     pub async fn lock(&self) -> MutexGuard<'_> {
         let mut point = preempt(Op::Lock, self.id);
-        point.access = None;
+        point.what.access = None;
         point.await;
         while self.locked.get() {
             touch(self.id, Access::Attempt);
             block_on(&self.waiters, Blocker::On(Op::Lock, self.id)).await;
         }
-        touch(self.id, Access::Acquire);
         self.locked.set(true);
-        set_unready(self.id, true);
+        if footprints_on() {
+            self.note_acquire();
+        }
         MutexGuard {
             mutex: self,
             held: true,
         }
     }
 
+    /// For footprints: the step took the lock, which now blocks a lock.
+    #[cold]
+    #[inline(never)]
+    fn note_acquire(&self) {
+        touch(self.id, Access::Acquire);
+        set_unready(self.id, true);
+    }
+
+    #[inline]
     fn release(&self) {
         self.locked.set(false);
         set_unready(self.id, false);
@@ -330,19 +353,31 @@ pub struct MutexGuard<'a> {
 impl MutexGuard<'_> {
     pub async fn unlock(mut self) {
         let mut point = preempt(Op::Unlock, self.mutex.id);
-        point.access = Some(Access::Release);
+        point.what.access = Some(Access::Release);
         point.await;
         self.held = false;
         self.mutex.release();
     }
 }
 
+impl MutexGuard<'_> {
+    /// The guard is dropped while it holds the lock (a panic or an early
+    /// return): a release without a preemption point.
+    #[cold]
+    #[inline(never)]
+    fn release_on_drop(&mut self) {
+        // A release without a preemption point still changes the lock.
+        touch(self.mutex.id, Access::Release);
+        self.mutex.release();
+    }
+}
+
 impl Drop for MutexGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
+        // After `unlock` (the usual end) there is nothing to do.
         if self.held {
-            // A release without a preemption point still changes the lock.
-            touch(self.mutex.id, Access::Release);
-            self.mutex.release();
+            self.release_on_drop();
         }
     }
 }
@@ -377,7 +412,7 @@ impl<T> Unbounded<T> {
         if std::mem::size_of::<T>() == 0 {
             // Values of a zero-sized type cannot be told apart: two puts
             // leave the same buffer in either order (a WaitGroup's Done).
-            point.access = Some(Access::Add);
+            point.what.access = Some(Access::Add);
         }
         point.await;
         if self.closing.get() {
@@ -470,7 +505,7 @@ impl Event {
     /// `<-e.Done()`.
     pub async fn wait(&self) {
         let mut point = preempt(Op::Wait, self.id);
-        point.access = Some(Access::Read);
+        point.what.access = Some(Access::Read);
         point.await;
         while !self.fired.get() {
             block_on(&self.waiters, Blocker::On(Op::Wait, self.id)).await;
@@ -594,32 +629,59 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         });
     }
     let mut point = preempt(Op::Select, cases[0].obj());
-    point.access = Some(Access::Read);
+    point.what.access = Some(Access::Read);
     point.await;
-    for c in &cases[1..] {
-        touch(c.obj(), Access::Read);
+    if footprints_on() {
+        for c in &cases[1..] {
+            touch(c.obj(), Access::Read);
+        }
     }
     loop {
-        let mut ready = [0usize; 8];
+        let mut ready = [0u8; ObjSet::MAX];
         let mut n = 0;
         for (i, c) in cases.iter().enumerate() {
             if c.is_ready() {
-                ready[n] = i;
+                ready[n] = i as u8;
                 n += 1;
             }
         }
         if n > 0 {
             let k = if n > 1 { with(|k| k.choose(n)) } else { 0 };
-            return ready[k];
+            return usize::from(ready[k]);
         }
-        let me = current();
-        for c in cases {
-            c.add_waiter(me);
-        }
-        block(Blocker::Select(cases.iter().map(|c| c.obj()).collect())).await;
+        let me = SelectBlock { cases, me: None }.await;
         for c in cases {
             c.remove_waiter(me);
         }
+    }
+}
+
+/// Joins the current task to the wait list of every case of a `select` and
+/// blocks it (one kernel access for all); completes with the task's id once
+/// it is woken.
+struct SelectBlock<'a, 'b> {
+    cases: &'a [&'b dyn Selectable],
+    me: Option<TaskId>,
+}
+
+impl Future for SelectBlock<'_, '_> {
+    type Output = TaskId;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<TaskId> {
+        if let Some(me) = self.me {
+            return Poll::Ready(me);
+        }
+        let cases = self.cases;
+        let me = with(|k| {
+            let mut st = k.state();
+            let me = st.current.expect("called outside a task");
+            for c in cases {
+                c.add_waiter(me);
+            }
+            st.block_current(Blocker::Select(cases.iter().map(|c| c.obj()).collect()));
+            me
+        });
+        self.me = Some(me);
+        Poll::Pending
     }
 }
 

@@ -233,6 +233,46 @@ impl Sched {
         }
     }
 
+    /// The decision at a point given by its parts: the random strategy
+    /// draws from them directly, without a [`Point`] laid out in memory.
+    #[inline(always)]
+    pub fn decide(
+        &mut self,
+        runnable: &[TaskId],
+        current: Option<TaskId>,
+        next_timer: Option<u64>,
+        now: u64,
+        step: u64,
+        pending: &[Pending],
+    ) -> Decision {
+        let d = match self {
+            Sched::Random(s) => s.pick(runnable, next_timer.is_some(), now),
+            Sched::Timed(s) => s.decide(runnable, current, next_timer, now),
+            Sched::Other(s) => s.next_task(&Point {
+                runnable,
+                current,
+                next_timer,
+                now,
+                step,
+                pending,
+            }),
+        };
+        debug_assert!(
+            (Point {
+                runnable,
+                current,
+                next_timer,
+                now,
+                step,
+                pending,
+            })
+            .index_of(d.choice)
+            .is_some(),
+            "illegal choice {d:?}"
+        );
+        d
+    }
+
     #[inline(always)]
     pub fn next_task(&mut self, point: &Point<'_>) -> Decision {
         match self {

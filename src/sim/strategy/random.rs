@@ -2,8 +2,9 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{Decision, Point, Strategy};
+use super::{Choice, Decision, Point, Strategy};
 use crate::sim::rng;
+use crate::sim::task::TaskId;
 
 pub struct RandomStrategy {
     rng: ChaCha8Rng,
@@ -14,6 +15,26 @@ impl RandomStrategy {
         RandomStrategy {
             rng: rng::rng(0, rng::STREAM_SCHEDULE),
         }
+    }
+}
+
+impl RandomStrategy {
+    /// [`Strategy::next_task`] at a point with these runnable tasks, with
+    /// or without a timer that may fire, at virtual time `now`: one draw
+    /// unless there is a single alternative.
+    #[inline(always)]
+    pub(crate) fn pick(&mut self, runnable: &[TaskId], timer: bool, now: u64) -> Decision {
+        let n = runnable.len() + usize::from(timer);
+        let i = if n == 1 {
+            0
+        } else {
+            rng::below(&mut self.rng, n)
+        };
+        let choice = match runnable.get(i) {
+            Some(&t) => Choice::Task(t),
+            None => Choice::Timer,
+        };
+        Decision { choice, at: now }
     }
 }
 
@@ -30,13 +51,7 @@ impl Strategy for RandomStrategy {
 
     #[inline]
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
-        let n = point.choices();
-        let i = if n == 1 {
-            0
-        } else {
-            rng::below(&mut self.rng, n)
-        };
-        Decision::now(point, point.choice(i))
+        self.pick(point.runnable, point.next_timer.is_some(), point.now)
     }
 
     fn choose(&mut self, n: usize) -> usize {

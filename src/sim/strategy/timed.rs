@@ -21,6 +21,7 @@
 //! after Go's 10 ms time slice. Without `steal`, every wake costs
 //! `wake_latency`, as before.
 
+use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
 use super::{Choice, Decision, Point, Strategy};
@@ -116,6 +117,11 @@ pub struct Timed {
     /// Time each processor becomes free.
     procs: Vec<u64>,
     runnext: Option<RunNext>,
+    /// `model.pause_prob > 0`: each step draws whether it pauses.
+    pause_draw: bool,
+    /// A step pauses when the top 53 bits of its draw are below this: the
+    /// same test as `rng::unit(..) < model.pause_prob`, in integers.
+    pause_below: u64,
 }
 
 impl Timed {
@@ -133,10 +139,112 @@ impl Timed {
                 base: Vec::new(),
                 parked_in: Vec::new(),
             }),
+            pause_draw: model.pause_prob > 0.0,
+            pause_below: unit_threshold(model.pause_prob),
             model,
             rng: rng::rng(0, rng::STREAM_TIMING),
             ready_at: Vec::new(),
             procs: vec![0; p],
+        }
+    }
+}
+
+/// The least integer `k` with `k as f64 * 2^-53 >= p` (capped at 2^63):
+/// for `k < 2^53`, `k < unit_threshold(p)` exactly when `k * 2^-53 < p`
+/// (scaling by a power of two is exact, and an integer is below a real
+/// exactly when it is below its ceiling).
+fn unit_threshold(p: f64) -> u64 {
+    if p.is_nan() || p <= 0.0 {
+        return 0;
+    }
+    (p * (1u64 << 53) as f64).ceil().min((1u64 << 63) as f64) as u64
+}
+
+impl Timed {
+    /// [`Strategy::next_task`] at a point given by its parts (see
+    /// [`Point`]).
+    #[inline]
+    pub(crate) fn decide(
+        &mut self,
+        runnable: &[TaskId],
+        current: Option<TaskId>,
+        next_timer: Option<u64>,
+        now: u64,
+    ) -> Decision {
+        // The processor free first (the lowest index among equals), by a
+        // plain loop: for a few processors it beats an unrolled iterator.
+        let procs = &self.procs[..];
+        let (mut proc_idx, mut proc_free) = (0, procs[0]);
+        let mut i = 1;
+        while i < procs.len() {
+            if procs[i] < proc_free {
+                (proc_idx, proc_free) = (i, procs[i]);
+            }
+            i += 1;
+        }
+        // Every step starts at the earliest when a processor is free and not
+        // in the past; the one that can start first runs. Ties go to the
+        // running task (no switch), then to the lowest id.
+        let floor = proc_free.max(now);
+        if let Some(last) = runnable.last()
+            && last.index() >= self.ready_at.len()
+        {
+            self.ready_at.resize(last.index() + 1, 0);
+        }
+        // The first task (lowest id) whose start is least: one that is
+        // ready by `floor` starts at `floor`, which nothing beats, so the
+        // scan stops at the first such task.
+        let ready_at = &self.ready_at;
+        let mut best = (u64::MAX, runnable[0]);
+        for &t in runnable {
+            let ready = ready_at[t.index()];
+            if ready <= floor {
+                best = (floor, t);
+                break;
+            }
+            if ready < best.0 {
+                best = (ready, t);
+            }
+        }
+        if let Some(c) = current
+            && ready_at[c.index()].max(floor) == best.0
+        {
+            best.1 = c;
+        }
+        let (start, task) = best;
+        if let Some(deadline) = next_timer
+            && deadline <= start
+        {
+            if let Some(rn) = &mut self.runnext {
+                rn.running = None;
+            }
+            return Decision {
+                choice: Choice::Timer,
+                at: deadline.max(now),
+            };
+        }
+        let cost = self.step_cost.sample(&mut self.rng).max(1);
+        let end = start + cost;
+        self.procs[proc_idx] = end;
+        let mut ready = end;
+        if self.pause_draw && (self.rng.next_u64() >> 11) < self.pause_below {
+            ready += self.model.pause.sample(&mut self.rng);
+        }
+        // `task` is runnable: the table covers it (grown above).
+        self.ready_at[task.index()] = ready;
+        if let Some(rn) = &mut self.runnext {
+            rn.running = Some(task);
+            rn.running_end = end;
+            // Stolen (or handed off): no longer parked.
+            if let Some(w) = at(&mut rn.parked_in, task).take()
+                && rn.slot[w.index()] == Some(task)
+            {
+                rn.slot[w.index()] = None;
+            }
+        }
+        Decision {
+            choice: Choice::Task(task),
+            at: start,
         }
     }
 }
@@ -155,76 +263,7 @@ impl Strategy for Timed {
     }
 
     fn next_task(&mut self, point: &Point<'_>) -> Decision {
-        // The processor free first (the lowest index among equals).
-        let (mut proc_idx, mut proc_free) = (0, self.procs[0]);
-        for (i, &free) in self.procs.iter().enumerate().skip(1) {
-            if free < proc_free {
-                (proc_idx, proc_free) = (i, free);
-            }
-        }
-        // Every step starts at the earliest when a processor is free and not
-        // in the past; the one that can start first runs. Ties go to the
-        // running task (no switch), then to the lowest id.
-        let floor = proc_free.max(point.now);
-        if let Some(last) = point.runnable.last()
-            && last.index() >= self.ready_at.len()
-        {
-            self.ready_at.resize(last.index() + 1, 0);
-        }
-        // The first task (lowest id) whose start is least: one that is
-        // ready by `floor` starts at `floor`, which nothing beats, so the
-        // scan stops at the first such task.
-        let ready_at = &self.ready_at;
-        let mut best = (u64::MAX, point.runnable[0]);
-        for &t in point.runnable {
-            let ready = ready_at[t.index()];
-            if ready <= floor {
-                best = (floor, t);
-                break;
-            }
-            if ready < best.0 {
-                best = (ready, t);
-            }
-        }
-        if let Some(c) = point.current
-            && ready_at[c.index()].max(floor) == best.0
-        {
-            best.1 = c;
-        }
-        let (start, task) = best;
-        if let Some(deadline) = point.next_timer
-            && deadline <= start
-        {
-            if let Some(rn) = &mut self.runnext {
-                rn.running = None;
-            }
-            return Decision {
-                choice: Choice::Timer,
-                at: deadline.max(point.now),
-            };
-        }
-        let cost = self.step_cost.sample(&mut self.rng).max(1);
-        let end = start + cost;
-        self.procs[proc_idx] = end;
-        let mut ready = end;
-        if self.model.pause_prob > 0.0 && rng::unit(&mut self.rng) < self.model.pause_prob {
-            ready += self.model.pause.sample(&mut self.rng);
-        }
-        *at(&mut self.ready_at, task) = ready;
-        if let Some(rn) = &mut self.runnext {
-            rn.running = Some(task);
-            rn.running_end = end;
-            // Stolen (or handed off): no longer parked.
-            if let Some(w) = at(&mut rn.parked_in, task).take()
-                && rn.slot[w.index()] == Some(task)
-            {
-                rn.slot[w.index()] = None;
-            }
-        }
-        Decision {
-            choice: Choice::Task(task),
-            at: start,
-        }
+        self.decide(point.runnable, point.current, point.next_timer, point.now)
     }
 
     fn choose(&mut self, n: usize) -> usize {
@@ -289,5 +328,43 @@ impl Strategy for Timed {
 
     fn name(&self) -> String {
         "timed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_integer_pause_test_is_the_float_one() {
+        let mut r = rng::rng(4, 0);
+        let probs = [
+            0.0,
+            -0.5,
+            f64::NAN,
+            5e-324,
+            1e-17,
+            0.0005,
+            0.001,
+            1.0 / 3.0,
+            0.5,
+            0.999_999,
+            1.0,
+            2.0,
+            f64::INFINITY,
+        ];
+        for p in probs {
+            let below = unit_threshold(p);
+            // Draws near the threshold and random ones.
+            let near = below.min(1 << 53);
+            let mut ks: Vec<u64> = (0..3)
+                .flat_map(|d| [near.saturating_sub(d), near + d])
+                .collect();
+            ks.extend((0..2000).map(|_| r.next_u64() >> 11));
+            for k in ks.into_iter().filter(|&k| k < 1 << 53) {
+                let unit = k as f64 * (1.0 / (1u64 << 53) as f64);
+                assert_eq!(k < below, unit < p, "p {p}, k {k}");
+            }
+        }
     }
 }
