@@ -307,21 +307,13 @@ impl Mutex {
         self.locked.get()
     }
 
-    pub async fn lock(&self) -> MutexGuard<'_> {
+    pub fn lock(&self) -> Lock<'_> {
         let mut point = preempt(Op::Lock, self.id);
         point.what.access = None;
-        point.await;
-        while self.locked.get() {
-            touch(self.id, Access::Attempt);
-            block_on(&self.waiters, Blocker::On(Op::Lock, self.id)).await;
-        }
-        self.locked.set(true);
-        if footprints_on() {
-            self.note_acquire();
-        }
-        MutexGuard {
+        Lock {
             mutex: self,
-            held: true,
+            point,
+            preempted: false,
         }
     }
 
@@ -350,13 +342,11 @@ pub struct MutexGuard<'a> {
     held: bool,
 }
 
-impl MutexGuard<'_> {
-    pub async fn unlock(mut self) {
+impl<'a> MutexGuard<'a> {
+    pub fn unlock(self) -> Unlock<'a> {
         let mut point = preempt(Op::Unlock, self.mutex.id);
         point.what.access = Some(Access::Release);
-        point.await;
-        self.held = false;
-        self.mutex.release();
+        Unlock { guard: self, point }
     }
 }
 
@@ -379,6 +369,71 @@ impl Drop for MutexGuard<'_> {
         if self.held {
             self.release_on_drop();
         }
+    }
+}
+
+/// The future of [`Mutex::lock`] (written out by hand: an `async fn` costs
+/// more per poll). The preemption point, then, while the lock is held, a
+/// block on the mutex's wait list until an unlock wakes the task.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Lock<'a> {
+    mutex: &'a Mutex,
+    point: Preempt,
+    /// The preemption point has completed.
+    preempted: bool,
+}
+
+impl<'a> Future for Lock<'a> {
+    type Output = MutexGuard<'a>;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MutexGuard<'a>> {
+        if !self.preempted {
+            if Pin::new(&mut self.point).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.preempted = true;
+        }
+        // Past the point, every poll follows a block (woken, or polled
+        // again): the lock is tried again.
+        let mutex = self.mutex;
+        if mutex.locked.get() {
+            touch(mutex.id, Access::Attempt);
+            with(|k| {
+                let mut st = k.state();
+                mutex
+                    .waiters
+                    .add(st.current.expect("called outside a task"));
+                st.block_current(Blocker::On(Op::Lock, mutex.id));
+            });
+            return Poll::Pending;
+        }
+        mutex.locked.set(true);
+        if footprints_on() {
+            mutex.note_acquire();
+        }
+        Poll::Ready(MutexGuard { mutex, held: true })
+    }
+}
+
+/// The future of [`MutexGuard::unlock`]: the preemption point, then the
+/// release. Dropped before the point completes, the guard it holds releases
+/// the lock without one.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Unlock<'a> {
+    guard: MutexGuard<'a>,
+    point: Preempt,
+}
+
+impl Future for Unlock<'_> {
+    type Output = ();
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Pin::new(&mut self.point).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.guard.held = false;
+        self.guard.mutex.release();
+        Poll::Ready(())
     }
 }
 
