@@ -462,34 +462,26 @@ impl<T> Unbounded<T> {
         }
     }
 
-    pub async fn put(&self, v: T) -> Result<(), BufferClosed> {
+    pub fn put(&self, v: T) -> Put<'_, T> {
         let mut point = preempt(Op::Put, self.id);
         if std::mem::size_of::<T>() == 0 {
             // Values of a zero-sized type cannot be told apart: two puts
             // leave the same buffer in either order (a WaitGroup's Done).
             point.what.access = Some(Access::Add);
         }
-        point.await;
-        if self.closing.get() {
-            return Err(BufferClosed);
+        Put {
+            buf: self,
+            v: Some(v),
+            point,
         }
-        self.items.borrow_mut().push_back(v);
-        set_unready(self.id, false);
-        self.waiters.wake_all();
-        Ok(())
     }
 
     /// Receive from the buffer (`<-b.Get()` followed by `b.Load()`).
-    pub async fn get(&self) -> Option<T> {
-        preempt(Op::Get, self.id).await;
-        loop {
-            if let Some(v) = self.try_get() {
-                return Some(v);
-            }
-            if self.closing.get() {
-                return None;
-            }
-            block_on(&self.waiters, Blocker::On(Op::Get, self.id)).await;
+    pub fn get(&self) -> Get<'_, T> {
+        Get {
+            buf: self,
+            point: preempt(Op::Get, self.id),
+            preempted: false,
         }
     }
 
@@ -523,6 +515,76 @@ impl<T> Unbounded<T> {
     }
 }
 
+/// The future of [`Unbounded::put`] (written out by hand: an `async fn`
+/// costs more per poll): the preemption point, then the put.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Put<'a, T> {
+    buf: &'a Unbounded<T>,
+    /// The value, until it is put.
+    v: Option<T>,
+    point: Preempt,
+}
+
+// The value is never pinned: it is moved into the buffer.
+impl<T> Unpin for Put<'_, T> {}
+
+impl<T> Future for Put<'_, T> {
+    type Output = Result<(), BufferClosed>;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BufferClosed>> {
+        if Pin::new(&mut self.point).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let buf = self.buf;
+        if buf.closing.get() {
+            // Dropped now, as the operation ends, not with the future.
+            drop(self.v.take());
+            return Poll::Ready(Err(BufferClosed));
+        }
+        let v = self.v.take().expect("a put polled after it completed");
+        buf.items.borrow_mut().push_back(v);
+        set_unready(buf.id, false);
+        buf.waiters.wake_all();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The future of [`Unbounded::get`]: the preemption point, then, while the
+/// buffer is empty and open, a block on its wait list.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Get<'a, T> {
+    buf: &'a Unbounded<T>,
+    point: Preempt,
+    /// The preemption point has completed.
+    preempted: bool,
+}
+
+impl<T> Future for Get<'_, T> {
+    type Output = Option<T>;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if !self.preempted {
+            if Pin::new(&mut self.point).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.preempted = true;
+        }
+        let buf = self.buf;
+        if let Some(v) = buf.try_get() {
+            return Poll::Ready(Some(v));
+        }
+        if buf.closing.get() {
+            return Poll::Ready(None);
+        }
+        with(|k| {
+            let mut st = k.state();
+            buf.waiters.add(st.current.expect("called outside a task"));
+            st.block_current(Blocker::On(Op::Get, buf.id));
+        });
+        Poll::Pending
+    }
+}
+
 /// grpcsync.Event: fires once; `wait` returns once it has fired.
 pub struct Event {
     id: ObjId,
@@ -540,15 +602,11 @@ impl Event {
     }
 
     /// Fires the event; true if this call fired it.
-    pub async fn fire(&self) -> bool {
-        preempt(Op::Fire, self.id).await;
-        if self.fired.get() {
-            return false;
+    pub fn fire(&self) -> Fire<'_> {
+        Fire {
+            event: self,
+            point: preempt(Op::Fire, self.id),
         }
-        self.fired.set(true);
-        set_unready(self.id, false);
-        self.waiters.wake_all();
-        true
     }
 
     /// An atomic load in Go; not a preemption point here.
@@ -558,13 +616,76 @@ impl Event {
     }
 
     /// `<-e.Done()`.
-    pub async fn wait(&self) {
+    pub fn wait(&self) -> Wait<'_> {
         let mut point = preempt(Op::Wait, self.id);
         point.what.access = Some(Access::Read);
-        point.await;
-        while !self.fired.get() {
-            block_on(&self.waiters, Blocker::On(Op::Wait, self.id)).await;
+        Wait {
+            event: self,
+            point,
+            preempted: false,
         }
+    }
+}
+
+/// The future of [`Event::fire`] (written out by hand: an `async fn` costs
+/// more per poll): the preemption point, then the fire.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Fire<'a> {
+    event: &'a Event,
+    point: Preempt,
+}
+
+impl Future for Fire<'_> {
+    type Output = bool;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if Pin::new(&mut self.point).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let event = self.event;
+        if event.fired.get() {
+            return Poll::Ready(false);
+        }
+        event.fired.set(true);
+        set_unready(event.id, false);
+        event.waiters.wake_all();
+        Poll::Ready(true)
+    }
+}
+
+/// The future of [`Event::wait`] (written out by hand: an `async fn` costs
+/// more per poll): the preemption point, then a block on the event's wait
+/// list until it fires.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Wait<'a> {
+    event: &'a Event,
+    point: Preempt,
+    /// The preemption point has completed.
+    preempted: bool,
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.preempted {
+            if Pin::new(&mut self.point).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.preempted = true;
+        }
+        let event = self.event;
+        if event.fired.get() {
+            return Poll::Ready(());
+        }
+        with(|k| {
+            let mut st = k.state();
+            event
+                .waiters
+                .add(st.current.expect("called outside a task"));
+            st.block_current(Blocker::On(Op::Wait, event.id));
+        });
+        Poll::Pending
     }
 }
 
