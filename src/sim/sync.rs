@@ -30,6 +30,34 @@ pub(crate) struct Preempt {
     touch_on_resume: bool,
 }
 
+/// A preemption point that a future which may block after it passes once:
+/// polled again after a wake-up, it is already passed.
+pub(crate) struct PointOnce {
+    point: Preempt,
+    passed: bool,
+}
+
+impl PointOnce {
+    fn new(point: Preempt) -> Self {
+        PointOnce {
+            point,
+            passed: false,
+        }
+    }
+
+    /// Ready once the point has completed, and on every poll after that.
+    #[inline]
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.passed {
+            if Pin::new(&mut self.point).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.passed = true;
+        }
+        Poll::Ready(())
+    }
+}
+
 pub(crate) fn preempt(op: Op, obj: ObjId) -> Preempt {
     Preempt {
         what: PointOp {
@@ -312,8 +340,7 @@ impl Mutex {
         point.what.access = None;
         Lock {
             mutex: self,
-            point,
-            preempted: false,
+            point: PointOnce::new(point),
         }
     }
 
@@ -378,20 +405,15 @@ impl Drop for MutexGuard<'_> {
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Lock<'a> {
     mutex: &'a Mutex,
-    point: Preempt,
-    /// The preemption point has completed.
-    preempted: bool,
+    point: PointOnce,
 }
 
 impl<'a> Future for Lock<'a> {
     type Output = MutexGuard<'a>;
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MutexGuard<'a>> {
-        if !self.preempted {
-            if Pin::new(&mut self.point).poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.preempted = true;
+        if self.point.poll(cx).is_pending() {
+            return Poll::Pending;
         }
         // Past the point, every poll follows a block (woken, or polled
         // again): the lock is tried again.
@@ -480,8 +502,7 @@ impl<T> Unbounded<T> {
     pub fn get(&self) -> Get<'_, T> {
         Get {
             buf: self,
-            point: preempt(Op::Get, self.id),
-            preempted: false,
+            point: PointOnce::new(preempt(Op::Get, self.id)),
         }
     }
 
@@ -554,20 +575,15 @@ impl<T> Future for Put<'_, T> {
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Get<'a, T> {
     buf: &'a Unbounded<T>,
-    point: Preempt,
-    /// The preemption point has completed.
-    preempted: bool,
+    point: PointOnce,
 }
 
 impl<T> Future for Get<'_, T> {
     type Output = Option<T>;
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        if !self.preempted {
-            if Pin::new(&mut self.point).poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.preempted = true;
+        if self.point.poll(cx).is_pending() {
+            return Poll::Pending;
         }
         let buf = self.buf;
         if let Some(v) = buf.try_get() {
@@ -621,8 +637,7 @@ impl Event {
         point.what.access = Some(Access::Read);
         Wait {
             event: self,
-            point,
-            preempted: false,
+            point: PointOnce::new(point),
         }
     }
 }
@@ -659,20 +674,15 @@ impl Future for Fire<'_> {
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Wait<'a> {
     event: &'a Event,
-    point: Preempt,
-    /// The preemption point has completed.
-    preempted: bool,
+    point: PointOnce,
 }
 
 impl Future for Wait<'_> {
     type Output = ();
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.preempted {
-            if Pin::new(&mut self.point).poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.preempted = true;
+        if self.point.poll(cx).is_pending() {
+            return Poll::Pending;
         }
         let event = self.event;
         if event.fired.get() {
