@@ -44,10 +44,6 @@ impl Logger {
         })))
     }
 
-    pub fn is_test(&self) -> bool {
-        self.0.is_some()
-    }
-
     /// One Info-level log line (`text` is formatted only for a trace).
     pub async fn info(&self, text: impl FnOnce() -> String) {
         let Some(l) = &self.0 else { return };

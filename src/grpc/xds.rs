@@ -131,10 +131,6 @@ impl XdsResolver {
         })
     }
 
-    pub fn client(&self) -> &Rc<XdsClient> {
-        &self.client
-    }
-
     /// `xdsResolver.Close`: stop its serializer and wait for it, cancel both
     /// watches, release the client.
     pub async fn close(&self) {
