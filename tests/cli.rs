@@ -7,22 +7,12 @@ use assert_cmd::Command;
 use serde_json::Value;
 
 mod common;
-use common::without_timing;
+use common::{pre4308_leaking_seed, run_ok, without_timing};
 
 const FLAGSHIP: &str = "scenarios/switch_to_lower_priority_and_back.toml";
 
 fn lbsim() -> Command {
     Command::cargo_bin("lbsim").unwrap()
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = lbsim().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "lbsim {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn tiny_run(out: &Path, extra: &[&str]) -> String {
@@ -474,24 +464,7 @@ fn bad_flags_exit_2() {
 #[test]
 fn replay_reports_a_leak_with_a_stable_trace_hash_and_ok_otherwise() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_ok(&[
-        "run",
-        FLAGSHIP,
-        "--runs",
-        "5",
-        "--strategy",
-        "random",
-        "--variant",
-        "pre-4308",
-        "--format",
-        "json",
-        "--quiet",
-        "--no-plot",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    let seed = row["first_failure_seed"].as_u64().unwrap().to_string();
+    let seed = pre4308_leaking_seed(dir.path());
     let replay = |variant: &str| {
         run_ok(&[
             "replay",

@@ -1,23 +1,9 @@
 //! Pictures end to end: what `replay --timeline` tells about the run.
 
-use assert_cmd::Command;
-use serde_json::Value;
+mod common;
+use common::{pre4308_leaking_seed, run_ok};
 
 const FLAGSHIP: &str = "scenarios/switch_to_lower_priority_and_back.toml";
-
-fn run_ok(args: &[&str]) -> String {
-    let out = Command::cargo_bin("lbsim")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lbsim {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// The title of a timeline: the first text of the SVG.
 fn title(svg: &str) -> String {
@@ -30,24 +16,7 @@ fn title(svg: &str) -> String {
 #[test]
 fn replay_timeline_names_the_outcome_in_its_title() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_ok(&[
-        "run",
-        FLAGSHIP,
-        "--runs",
-        "5",
-        "--strategy",
-        "random",
-        "--variant",
-        "pre-4308",
-        "--format",
-        "json",
-        "--quiet",
-        "--no-plot",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    let seed = row["first_failure_seed"].as_u64().unwrap().to_string();
+    let seed = pre4308_leaking_seed(dir.path());
     for (variant, outcome) in [("pre-4308", "leak"), ("pr-8095", "ok")] {
         let svg = dir.path().join(format!("{variant}.svg"));
         let stdout = run_ok(&[

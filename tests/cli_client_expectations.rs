@@ -10,6 +10,9 @@ use std::process::Output;
 use assert_cmd::Command;
 use serde_json::Value;
 
+mod common;
+use common::run_ok;
+
 /// s0 serves p0 and s1 p1. The client reaches s0, sleeps up to 40 ms and
 /// expects s0 again; HEALTH takes s0 down at 20 ms, so under the timed
 /// strategy the second expectation fails in about half of the runs (the
@@ -65,16 +68,6 @@ fn lbsim(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = lbsim(args);
-    assert!(
-        out.status.success(),
-        "lbsim {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// `lbsim run` with the timed strategy into `out`; `extra` adds flags.
 fn run(scenario: &str, out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["run", scenario, "--variant", VARIANTS, "--seed", "1"];
@@ -89,7 +82,7 @@ fn run(scenario: &str, out: &Path, extra: &[&str]) -> String {
     ]);
     args.extend(["--out", out.to_str().unwrap()]);
     args.extend_from_slice(extra);
-    ok(&args)
+    run_ok(&args)
 }
 
 fn json(stdout: &str) -> Vec<Value> {
@@ -158,7 +151,7 @@ fn failed_expectations_are_counted_per_variant_with_a_seed_to_replay() {
         );
 
         // The first seed reproduces it: replay prints the failed expectation.
-        let replay = ok(&[
+        let replay = run_ok(&[
             "replay",
             &sc,
             "--variant",
@@ -268,7 +261,7 @@ fn merge_sums_client_failures_over_shards() {
     let mut args = vec!["merge"];
     args.extend(shards.iter().map(String::as_str));
     args.extend(["--out", merged.to_str().unwrap(), "--no-plot"]);
-    let table = ok(&args);
+    let table = run_ok(&args);
 
     let (m, w) = (csv_rows(&merged), csv_rows(&whole.join("summary.csv")));
     assert_eq!(m.len(), 2);
@@ -319,7 +312,7 @@ fn merge_sums_client_failures_over_shards() {
     for s in [&shards[0], &shards[2]] {
         as_older_summary(Path::new(s));
     }
-    ok(&args);
+    run_ok(&args);
     for r in csv_rows(&merged) {
         assert_eq!(
             r.get("client_failures").map(String::as_str),
@@ -334,7 +327,7 @@ fn sweep_counts_them_at_every_point() {
     let dir = tempfile::tempdir().unwrap();
     let sc = write_scenario(dir.path(), true);
     let out = dir.path().join("sweep");
-    let table = ok(&[
+    let table = run_ok(&[
         "sweep",
         &sc,
         "--param",
