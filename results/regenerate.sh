@@ -28,10 +28,10 @@ mkdir -p "$OUT"
 PARTS=${*:-main timed systematic depth sweep}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 
-show() { # command...: prints it, runs it, keeps the table
+show() { # command...: prints it, runs it, keeps the table (not the timing line)
   echo
   echo "\$ ${*/#target\/release\/lbsim/lbsim}"
-  "$@" | grep -v '^wrote\|^[0-9]* runs × '
+  "$@" 2>&1 | grep -v '^wrote\|^[0-9]* runs × \|point(s) × '
 }
 
 first_seed() { # summary.csv variant -> first failure seed
