@@ -114,7 +114,9 @@ pub struct Timed {
     rng: ChaCha8Rng,
     /// Earliest time each task can run its next step.
     ready_at: Vec<u64>,
-    /// Time each processor becomes free.
+    /// Time each processor becomes free, in ascending order. Processors
+    /// are interchangeable: only the multiset of these times matters, so
+    /// the one free first is always the head.
     procs: Vec<u64>,
     runnext: Option<RunNext>,
     /// `model.pause_prob > 0`: each step draws whether it pauses.
@@ -161,6 +163,19 @@ fn unit_threshold(p: f64) -> u64 {
 }
 
 impl Timed {
+    /// The processor free first runs a step until `end` (not before its
+    /// free time): its entry moves up to keep the times sorted.
+    #[inline(always)]
+    fn occupy_first_proc(&mut self, end: u64) {
+        let procs = &mut self.procs[..];
+        let mut i = 0;
+        while i + 1 < procs.len() && procs[i + 1] < end {
+            procs[i] = procs[i + 1];
+            i += 1;
+        }
+        procs[i] = end;
+    }
+
     /// [`Strategy::next_task`] at a point given by its parts (see
     /// [`Point`]).
     #[inline]
@@ -171,17 +186,8 @@ impl Timed {
         next_timer: Option<u64>,
         now: u64,
     ) -> Decision {
-        // The processor free first (the lowest index among equals), by a
-        // plain loop: for a few processors it beats an unrolled iterator.
-        let procs = &self.procs[..];
-        let (mut proc_idx, mut proc_free) = (0, procs[0]);
-        let mut i = 1;
-        while i < procs.len() {
-            if procs[i] < proc_free {
-                (proc_idx, proc_free) = (i, procs[i]);
-            }
-            i += 1;
-        }
+        // The processor free first: the head of the sorted free times.
+        let proc_free = self.procs[0];
         // Every step starts at the earliest when a processor is free and not
         // in the past; the one that can start first runs. Ties go to the
         // running task (no switch), then to the lowest id.
@@ -225,7 +231,7 @@ impl Timed {
         }
         let cost = self.step_cost.sample(&mut self.rng).max(1);
         let end = start + cost;
-        self.procs[proc_idx] = end;
+        self.occupy_first_proc(end);
         let mut ready = end;
         if self.pause_draw && (self.rng.next_u64() >> 11) < self.pause_below {
             ready += self.model.pause.sample(&mut self.rng);
@@ -334,6 +340,34 @@ impl Strategy for Timed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_processors_keep_the_multiset_of_free_times() {
+        // The earlier form: scan for the first least free time, replace it.
+        let mut r = rng::rng(9, 0);
+        for p in 1..=6 {
+            let mut t = Timed::new(RuntimeModel {
+                gomaxprocs: p,
+                ..RuntimeModel::default()
+            });
+            let mut naive = vec![0u64; p as usize];
+            for _ in 0..2_000 {
+                let (i, &least) = naive
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|&(_, v)| v)
+                    .expect("one processor at least");
+                assert_eq!(t.procs[0], least);
+                // Ends often tie with other processors' free times.
+                let end = least + rng::below(&mut r, 4) as u64 * 100;
+                naive[i] = end;
+                t.occupy_first_proc(end);
+                let mut sorted = naive.clone();
+                sorted.sort_unstable();
+                assert_eq!(t.procs, sorted);
+            }
+        }
+    }
 
     #[test]
     fn the_integer_pause_test_is_the_float_one() {
