@@ -2,7 +2,8 @@
 //! are not an outcome, but `lbsim run` counts the runs with one per variant
 //! (`client_failures` in summary.csv, the JSON line and the table), keeps
 //! the first such run's seed, lists the runs in failures.csv as `client`
-//! rows, and `lbsim merge` sums the count over shards.
+//! rows, and `lbsim merge` sums the count over shards. `lbsim explore`
+//! counts the schedules with one and prints them to replay.
 
 use std::path::Path;
 use std::process::Output;
@@ -382,18 +383,88 @@ fn fail_on_client_exits_1_only_when_an_expectation_failed() {
     };
     assert_eq!(code(true), Some(1));
     assert_eq!(code(false), Some(0));
-    // explore does not check client expectations: refused, not ignored.
-    let scenario = write_scenario(dir.path(), true);
-    let out = lbsim(&[
+}
+
+/// `lbsim explore` with the scenario's seed fixed: its sleep is drawn once,
+/// so with no preemption either every schedule reaches s1 the second time
+/// (the sleep ends after HEALTH) or none does.
+fn explore(scenario: &str, seed: u64, extra: &[&str]) -> Output {
+    let seed = seed.to_string();
+    let mut args = vec![
         "explore",
-        &scenario,
+        scenario,
         "--variant",
         "pr-8095",
         "--preemption-bound",
         "0",
-        "--fail-on",
-        "client",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--fail-on client"));
+        "--max-schedules",
+        "3",
+        "--seed",
+        &seed,
+    ];
+    args.extend_from_slice(extra);
+    lbsim(&args)
+}
+
+#[test]
+fn explore_counts_failed_expectations_with_schedules_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = write_scenario(dir.path(), true);
+    let (mut failing, mut holding) = (None, None);
+    for seed in 1..=12 {
+        let out = explore(&sc, seed, &["--format", "json"]);
+        assert_eq!(out.status.code(), Some(0));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["schedules"], 3, "{v}");
+        // Not an outcome: every schedule still ends ok.
+        assert_eq!(v["failures"], 0, "{v}");
+        match v["client_failures"].as_u64().unwrap() {
+            0 => {
+                assert_eq!(v["first_client_failures"], serde_json::json!([]), "{v}");
+                holding.get_or_insert(seed);
+            }
+            3 => {
+                failing.get_or_insert((seed, v));
+            }
+            n => panic!("seed {seed}: {n} of 3 schedules failed an expectation"),
+        }
+        if failing.is_some() && holding.is_some() {
+            break;
+        }
+    }
+    let (seed, v) = failing.expect("a seed whose sleep outlasts HEALTH");
+    let holding = holding.expect("a seed whose sleep ends before HEALTH");
+    let first = &v["first_client_failures"][0];
+    assert_eq!(first["outcome"], "ok", "{first}");
+    assert_eq!(first["error"], "rpc reached s1, want s0", "{first}");
+    // Its replay command reproduces it.
+    let replay = first["replay"].as_str().unwrap();
+    let args: Vec<&str> = replay.split(' ').skip(1).collect();
+    let replayed = run_ok(&args);
+    assert!(
+        replayed.contains("\nclient: rpc reached s1, want s0\n"),
+        "{replayed}"
+    );
+
+    // The table says it, with the schedule.
+    let table = explore(&sc, seed, &["--show", "1"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("client expectations failed: 3 schedules"),
+        "{text}"
+    );
+    assert!(
+        text.contains("client expectation failed at schedule #0") && text.contains(replay),
+        "{text}"
+    );
+    let held = explore(&sc, holding, &[]);
+    assert!(
+        !String::from_utf8_lossy(&held.stdout).contains("client expectation"),
+        "{held:?}"
+    );
+
+    // --fail-on client exits 1 only when an expectation failed.
+    let fail_on = ["--fail-on", "client"];
+    assert_eq!(explore(&sc, seed, &fail_on).status.code(), Some(1));
+    assert_eq!(explore(&sc, holding, &fail_on).status.code(), Some(0));
 }

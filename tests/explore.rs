@@ -559,6 +559,54 @@ fn the_choice_bound_limits_non_first_model_choices() {
 }
 
 #[test]
+fn client_failures_are_counted_and_kept_alike_whole_and_split() {
+    // Two model choices among three: 9 schedules. The "client" fails when
+    // both choices agree (3 schedules); the run itself always ends ok.
+    let cfg = RunConfig::new(0);
+    let how = search::Search::bounded(0);
+    let run = || {
+        |sim: &mut Sim, cfg: &RunConfig| {
+            let picked = Rc::new(Cell::new((0, 0)));
+            let out = picked.clone();
+            let report = sim.run(cfg, async move {
+                let a = sim::choose(3);
+                out.set((a, sim::choose(3)));
+            });
+            let (a, b) = picked.get();
+            search::Ran {
+                report,
+                client_error: (a == b).then(|| format!("both {a}")),
+            }
+        }
+    };
+    let whole = search::explore(how.clone(), None, None, 2, &cfg, run());
+    assert!(whole.complete);
+    assert_eq!(
+        (
+            whole.schedules,
+            whole.client_failures,
+            whole.failures_total()
+        ),
+        (9, 3, 0)
+    );
+    let kept = |ex: &search::Exploration| -> Vec<(u64, String, String)> {
+        ex.first_client_failures
+            .iter()
+            .map(|f| (f.index, f.error.clone(), f.schedule.to_string()))
+            .collect()
+    };
+    let first = kept(&whole);
+    assert_eq!(first.len(), 2, "keeps as many as asked");
+    assert_eq!(first[0].1, "both 0");
+    for jobs in [1, 2] {
+        let split = search::explore_split(how.clone(), jobs, None, None, 2, &cfg, run);
+        assert!(split.complete && split.branches > 0);
+        assert_eq!(split.client_failures, 3, "{jobs} jobs");
+        assert_eq!(kept(&split), first, "{jobs} jobs");
+    }
+}
+
+#[test]
 fn minimize_shrinks_a_random_failure_to_one_preemption() {
     // A random run that hits the bug uses many preemptions; one suffices.
     let mut sim = Sim::new(Box::new(RandomStrategy::new()));

@@ -80,10 +80,12 @@ pub struct ExploreArgs {
     /// `--reduction dpor`, which runs on one thread.
     #[arg(long, short)]
     pub jobs: Option<usize>,
-    /// Failing schedules to print in full (all are counted).
+    /// Failing schedules to print in full, and as many with a failed
+    /// client expectation (all are counted).
     #[arg(long, default_value_t = 3)]
     pub show: usize,
-    /// Exit with code 1 if any schedule had this outcome.
+    /// Exit with code 1 if any schedule had this outcome (`client`: a
+    /// failed client expectation).
     #[arg(long, value_enum)]
     pub fail_on: Vec<FailOn>,
 }
@@ -109,11 +111,6 @@ impl From<ReductionArg> for Reduction {
 pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
     let variant = super::replay::one_variant(&args.variant, "explore")?;
-    if args.fail_on.contains(&super::FailOn::Client) {
-        return Err(anyhow!(
-            "--fail-on client: explore does not check client expectations; use lbsim run --fail-on client"
-        ));
-    }
     if args.max_schedules == Some(0) {
         return Err(anyhow!(
             "--max-schedules 0: must be at least 1 (up to {}); leave it out for no limit",
@@ -170,7 +167,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
     let (failures, redundant) = (AtomicU64::new(0), AtomicU64::new(0));
     let run = || {
         |sim: &mut Sim, cfg: &RunConfig| {
-            let r = model.run_report(variant, sim, cfg).0;
+            let (r, check) = model.run_report(variant, sim, cfg);
             if sim.strategy().redundant() {
                 redundant.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -184,7 +181,10 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
                     redundant.load(Ordering::Relaxed)
                 ));
             }
-            r
+            search::Ran {
+                report: r,
+                client_error: check.client_errors.into_iter().next(),
+            }
         }
     };
     let max_time = args.max_seconds.map(Duration::from_secs_f64);
@@ -211,7 +211,10 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
         eprintln!("interrupted: the report covers only the schedules explored before Ctrl-C");
         return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
     }
-    let failed = args.fail_on.iter().any(|f| f.hit(|o| ex.count(o), 0));
+    let failed = args
+        .fail_on
+        .iter()
+        .any(|f| f.hit(|o| ex.count(o), ex.client_failures));
     Ok(if failed {
         ExitCode::from(super::EXIT_FAILED)
     } else {
@@ -304,6 +307,30 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
             ex.failures_total() - ex.failures.len() as u64
         ));
     }
+    if ex.client_failures > 0 {
+        s.push_str(&format!(
+            "\nclient expectations failed: {} schedules\n",
+            ex.client_failures
+        ));
+        for f in &ex.first_client_failures {
+            let text = f.schedule.to_string();
+            s.push_str(&format!(
+                "\nclient expectation failed at schedule #{} after {:.1} s ({} preemptions; outcome {})\n  {}\n  schedule: {text}\n  {}\n",
+                f.index,
+                f.after.as_secs_f64(),
+                f.preemptions,
+                f.outcome,
+                f.error,
+                replay_command(&args.scenario, variant, &text)
+            ));
+        }
+        if (ex.first_client_failures.len() as u64) < ex.client_failures {
+            s.push_str(&format!(
+                "({} more not shown; --show N prints more)\n",
+                ex.client_failures - ex.first_client_failures.len() as u64
+            ));
+        }
+    }
     s
 }
 
@@ -315,6 +342,22 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
             let text = f.schedule.to_string();
             serde_json::json!({
                 "outcome": f.outcome.as_str(),
+                "index": f.index,
+                "after_s": f.after.as_secs_f64(),
+                "preemptions": f.preemptions,
+                "schedule": text,
+                "replay": replay_command(&args.scenario, variant, &text),
+            })
+        })
+        .collect();
+    let client: Vec<serde_json::Value> = ex
+        .first_client_failures
+        .iter()
+        .map(|f| {
+            let text = f.schedule.to_string();
+            serde_json::json!({
+                "outcome": f.outcome.as_str(),
+                "error": f.error,
                 "index": f.index,
                 "after_s": f.after.as_secs_f64(),
                 "preemptions": f.preemptions,
@@ -340,6 +383,8 @@ fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Explor
         "limits": ex.count(Outcome::Limit),
         "failures": ex.failures_total(),
         "first_failures": failures,
+        "client_failures": ex.client_failures,
+        "first_client_failures": client,
         "max_preemptions": ex.max_preemptions,
         "max_steps": ex.max_steps,
         "elapsed_s": ex.elapsed.as_secs_f64(),

@@ -39,7 +39,7 @@ pub enum FailOn {
     /// A run did not end `ok`.
     Any,
     /// A run's client script had an expectation fail (`expect`,
-    /// `rpc_until`; `run` only: `explore` does not check them).
+    /// `rpc_until`).
     Client,
 }
 

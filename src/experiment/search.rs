@@ -14,6 +14,38 @@ use crate::sim::schedule::{Schedule, Step, StepKind};
 use crate::sim::strategy::{Choice, Decision, Dfs, Point, Reduction, Strategy};
 use crate::sim::{Outcome, RunConfig, RunReport, Sim};
 
+/// What one run of a search gave: the kernel's report and, for models with
+/// a client script, the first of its expectations that failed.
+#[derive(Debug)]
+pub struct Ran {
+    pub report: RunReport,
+    pub client_error: Option<String>,
+}
+
+impl From<RunReport> for Ran {
+    fn from(report: RunReport) -> Self {
+        Ran {
+            report,
+            client_error: None,
+        }
+    }
+}
+
+/// One schedule in which a client expectation failed, found by [`explore`].
+#[derive(Clone, Debug)]
+pub struct ClientFound {
+    /// The run's outcome (a run may leak and fail an expectation too).
+    pub outcome: Outcome,
+    /// Index (0-based) of the schedule among those explored.
+    pub index: u64,
+    /// Time from the start of the search to the end of this schedule.
+    pub after: Duration,
+    pub preemptions: u64,
+    /// The first expectation that failed.
+    pub error: String,
+    pub schedule: Schedule,
+}
+
 /// One failing schedule found by [`explore`].
 #[derive(Clone, Debug)]
 pub struct Found {
@@ -54,6 +86,11 @@ pub struct Exploration {
     pub outcomes: BTreeMap<Outcome, u64>,
     /// The first failing schedules, in the order found.
     pub failures: Vec<Found>,
+    /// Schedules in which a client expectation failed, whatever their
+    /// outcome.
+    pub client_failures: u64,
+    /// The first of those, in the order found (as many as `failures` keeps).
+    pub first_client_failures: Vec<ClientFound>,
     pub elapsed: Duration,
     /// Most preemptions used by one schedule.
     pub max_preemptions: u64,
@@ -153,13 +190,13 @@ impl Limits {
 /// Runs the search `sim`'s strategy holds until it is complete, the limits
 /// are reached or `executions` runs were made, adding what it saw to `ex`
 /// (failure indices count from `ex.schedules`).
-fn drive(
+fn drive<T: Into<Ran>>(
     sim: &mut Sim,
     limits: &Limits,
     executions: Option<u64>,
     cfg: &RunConfig,
     ex: &mut Exploration,
-    run: &mut impl FnMut(&mut Sim, &RunConfig) -> RunReport,
+    run: &mut impl FnMut(&mut Sim, &RunConfig) -> T,
 ) {
     let mut made = 0u64;
     let mut cut = false;
@@ -168,7 +205,10 @@ fn drive(
         && !limits.reached(made)
     {
         made += 1;
-        let report = run(sim, cfg);
+        let Ran {
+            report,
+            client_error,
+        } = run(sim, cfg).into();
         if sim.strategy().redundant() {
             ex.redundant += 1;
             continue;
@@ -190,6 +230,19 @@ fn drive(
                 preemptions: report.preemptions,
                 schedule: report.schedule.clone().expect("recording was on"),
             });
+        }
+        if let Some(error) = client_error {
+            ex.client_failures += 1;
+            if ex.first_client_failures.len() < limits.keep {
+                ex.first_client_failures.push(ClientFound {
+                    outcome: report.outcome,
+                    after: limits.start.elapsed(),
+                    index: ex.schedules,
+                    preemptions: report.preemptions,
+                    error,
+                    schedule: report.schedule.clone().expect("recording was on"),
+                });
+            }
         }
         ex.schedules += 1;
     }
@@ -227,13 +280,13 @@ impl Search {
 /// reorderings of explored schedules are skipped. `run` performs one run
 /// with the given simulator and configuration (`cfg.record` is set so
 /// failures carry their schedule). Keeps the first `keep` failures.
-pub fn explore(
+pub fn explore<T: Into<Ran>>(
     search: Search,
     max_schedules: Option<u64>,
     max_time: Option<Duration>,
     keep: usize,
     cfg: &RunConfig,
-    mut run: impl FnMut(&mut Sim, &RunConfig) -> RunReport,
+    mut run: impl FnMut(&mut Sim, &RunConfig) -> T,
 ) -> Exploration {
     let limits = search.limits(max_schedules, max_time, keep);
     let cfg = RunConfig {
@@ -267,7 +320,7 @@ pub fn explore(
 /// timing. Sleep sets and the plain search only: a DPOR branch would not
 /// see the races of the first alternative's subtree that ask for its other
 /// alternatives.
-pub fn explore_split<R>(
+pub fn explore_split<R, T>(
     search: Search,
     jobs: usize,
     max_schedules: Option<u64>,
@@ -277,7 +330,8 @@ pub fn explore_split<R>(
     make: impl Fn() -> R + Sync,
 ) -> Exploration
 where
-    R: FnMut(&mut Sim, &RunConfig) -> RunReport,
+    R: FnMut(&mut Sim, &RunConfig) -> T,
+    T: Into<Ran>,
 {
     assert!(
         search.reduction != Reduction::Dpor,
@@ -348,6 +402,13 @@ where
             if ex.failures.len() < keep {
                 f.index += ex.schedules;
                 ex.failures.push(f);
+            }
+        }
+        ex.client_failures += part.client_failures;
+        for mut f in part.first_client_failures {
+            if ex.first_client_failures.len() < keep {
+                f.index += ex.schedules;
+                ex.first_client_failures.push(f);
             }
         }
         ex.schedules += part.schedules;
