@@ -28,8 +28,10 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub struct GrpcError(pub Rc<str>);
 
 impl GrpcError {
-    pub fn new(text: impl Into<String>) -> Self {
-        GrpcError(Rc::from(text.into()))
+    /// Copies `text` into the error (once: a literal is not made a
+    /// `String` first).
+    pub fn new(text: impl AsRef<str>) -> Self {
+        GrpcError(Rc::from(text.as_ref()))
     }
 }
 

@@ -27,6 +27,13 @@ use crate::sim::Name;
 /// Receives the state of each child (`balancergroup.BalancerStateAggregator`).
 pub trait BalancerStateAggregator {
     fn update_state(&self, id: &str, state: BalancerState) -> BoxFut<'_, ()>;
+
+    /// [`Self::update_state`] from the group, which holds the id as an
+    /// `Rc<str>`: an aggregator that keeps the id overrides this to share it
+    /// rather than copy it.
+    fn update_state_shared(&self, id: &Rc<str>, state: BalancerState) -> BoxFut<'_, ()> {
+        self.update_state(id, state)
+    }
 }
 
 /// One child of the group (`subBalancerWrapper`). It is the ClientConn the
@@ -34,7 +41,7 @@ pub trait BalancerStateAggregator {
 /// the group; everything else goes to the embedded ClientConn `cc`.
 pub struct SubBalancerWrapper {
     cc: Rc<dyn ClientConn>,
-    id: String,
+    id: Rc<str>,
     group: Weak<BalancerGroup>,
     mu: Mutex,
     state: RefCell<Option<BalancerState>>,
@@ -306,7 +313,7 @@ impl BalancerGroup {
             None => {
                 let sbc = Rc::new_cyclic(|me| SubBalancerWrapper {
                     cc,
-                    id: id.to_string(),
+                    id: Rc::from(id),
                     group: self.self_ref.clone(),
                     mu: Mutex::new({
                         let id = id.to_string();
@@ -551,13 +558,13 @@ impl BalancerGroup {
         Ok(sc)
     }
 
-    async fn update_balancer_state(&self, id: &str, state: BalancerState) {
+    async fn update_balancer_state(&self, id: &Rc<str>, state: BalancerState) {
         self.build_opts
             .logger
             .info(|| format!("Balancer state update from child {id}, new state: {state:?}"))
             .await;
         if let Some(agg) = self.state_aggregator.upgrade() {
-            agg.update_state(id, state).await;
+            agg.update_state_shared(id, state).await;
         }
     }
 

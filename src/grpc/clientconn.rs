@@ -58,7 +58,7 @@ use crate::grpc::gracefulswitch::GracefulSwitch;
 use crate::grpc::grpclog::Logger;
 use crate::grpc::outlier_detection::{self, OdConfig};
 use crate::grpc::priority::{self, Child, LbConfig};
-use crate::grpc::serializer::{CallbackSerializer, Ctx, callback};
+use crate::grpc::serializer::{CallbackSerializer, Ctx};
 use crate::grpc::subconn::{AddrConn, ConnectParams};
 use crate::grpc::xds::{ResourceResolver, XdsClient, XdsResolver};
 use crate::net::Network;
@@ -420,12 +420,12 @@ impl ResolverWrapper {
         g.unlock().await;
         let r = self.resolver.clone();
         self.serializer
-            .try_schedule(callback(move |_ctx| async move {
+            .try_schedule(move |_ctx| async move {
                 let resolver = r.borrow_mut().take();
                 if let Some(resolver) = resolver {
                     resolver.close().await;
                 }
-            }))
+            })
             .await;
         self.serializer_ctx.fire().await;
     }
@@ -655,7 +655,11 @@ impl StateAggregator {
 
 impl BalancerStateAggregator for StateAggregator {
     fn update_state(&self, id: &str, state: BalancerState) -> BoxFut<'_, ()> {
-        let id = id.to_string();
+        self.update_state_shared(&Rc::from(id), state)
+    }
+
+    fn update_state_shared(&self, id: &Rc<str>, state: BalancerState) -> BoxFut<'_, ()> {
+        let id = id.clone();
         Box::pin(async move {
             self.logger
                 .info(|| format!("cluster_manager: State update from sub-balancer {id:?}"))
@@ -663,7 +667,7 @@ impl BalancerStateAggregator for StateAggregator {
             let g = self.mu.lock().await;
             let known = {
                 let mut states = self.states.borrow_mut();
-                match states.get_mut(&id) {
+                match states.get_mut(&*id) {
                     None => false,
                     Some(c) => {
                         if !(c.state_to_aggregate == ConnectivityState::TransientFailure
@@ -750,7 +754,7 @@ impl Balancer for Cds {
             };
             let (st, cc, opts) = (self.state.clone(), self.cc.clone(), self.opts.clone());
             self.serializer
-                .try_schedule(callback(move |_ctx| async move {
+                .try_schedule(move |_ctx| async move {
                     *st.xds_client.borrow_mut() = Some(client.clone());
                     st.watching.set(true);
                     if st.child.borrow().is_none() {
@@ -761,7 +765,7 @@ impl Balancer for Cds {
                             .info(|| "cds: Created child policy cluster_resolver".into())
                             .await;
                     }
-                }))
+                })
                 .await;
             Ok(())
         })
@@ -775,12 +779,12 @@ impl Balancer for Cds {
         Box::pin(async move {
             let st = self.state.clone();
             self.serializer
-                .try_schedule(callback(move |_ctx| async move {
+                .try_schedule(move |_ctx| async move {
                     let child = st.child.borrow().clone();
                     if let Some(c) = child {
                         c.exit_idle().await;
                     }
-                }))
+                })
                 .await;
         })
     }
@@ -791,7 +795,7 @@ impl Balancer for Cds {
         Box::pin(async move {
             let (st, logger) = (self.state.clone(), self.opts.logger.clone());
             self.serializer
-                .try_schedule(callback(move |_ctx| async move {
+                .try_schedule(move |_ctx| async move {
                     // closeAllWatchers
                     let client = st.xds_client.borrow().clone();
                     if let Some(client) = client
@@ -804,7 +808,7 @@ impl Balancer for Cds {
                         cr.close().await;
                     }
                     logger.info(|| "cds: Shutdown".into()).await;
-                }))
+                })
                 .await;
             self.serializer_cancel.fire().await;
             self.serializer.done().wait().await;
@@ -1019,7 +1023,7 @@ impl ClientConn {
             balancer_config: None,
         };
         serializer
-            .try_schedule(callback(move |ctx| async move {
+            .try_schedule(move |ctx| async move {
                 let top = c.balancer.borrow().clone();
                 if ctx.has_fired() {
                     return;
@@ -1032,7 +1036,7 @@ impl ClientConn {
                         .await;
                 }
                 let _ = top.update_client_conn_state(state).await;
-            }))
+            })
             .await;
         let _ = eds
             .put(ClusterUpdate {
@@ -1193,12 +1197,12 @@ impl ClientConn {
         let c = core.clone();
         let serializer = core.serializer();
         serializer
-            .try_schedule(callback(move |_ctx| async move {
+            .try_schedule(move |_ctx| async move {
                 let top = c.balancer.borrow().clone();
                 let Some(top) = top else { return };
                 top.close().await;
                 *c.balancer.borrow_mut() = None;
-            }))
+            })
             .await;
         core.serializer_ctx.fire().await;
 

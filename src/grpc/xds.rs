@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use crate::grpc::clientconn::ClusterUpdate;
 use crate::grpc::grpclog::Logger;
-use crate::grpc::serializer::{CallbackSerializer, Ctx, callback};
+use crate::grpc::serializer::{CallbackSerializer, Ctx};
 use crate::sim::{Event, Mutex, Unbounded};
 
 /// The xDS client a channel's resolver creates through the client pool.
@@ -66,13 +66,13 @@ impl XdsClient {
         let d2 = done.clone();
         self.serializer
             .schedule_or(
-                callback(move |_ctx| async move {
+                move |_ctx| async move {
                     // The resource's last watcher: unsubscribe it on the
                     // ADS stream.
                     let g = me.ads_mu.lock().await;
                     g.unlock().await;
                     d.fire().await;
-                }),
+                },
                 || async move {
                     d2.fire().await;
                 },
