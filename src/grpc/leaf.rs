@@ -12,6 +12,7 @@
 //! connection error (Go's nil error) fails with the text `<nil>`.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::{Rc, Weak};
 
 use crate::grpc::balancer::{
@@ -346,13 +347,13 @@ impl PickFirst {
             connection_failed_in_first_pass: Cell::new(false),
         });
         let (pf, sd2) = (self.me.clone(), sd.clone());
-        let listener: StateListener = Rc::new(move |s: SubConnState| {
-            let (pf, sd) = (pf.clone(), sd2.clone());
-            Box::pin(async move {
-                if let Some(pf) = pf.upgrade() {
-                    pf.update_sub_conn_state(&sd, s).await;
-                }
-            })
+        // The upgrade is made when the listener is called, which its caller
+        // awaits at once.
+        let listener: StateListener = Rc::new(move |s: SubConnState| -> BoxFut<'static, ()> {
+            match pf.upgrade() {
+                Some(pf) => Box::pin(pf.update_sub_conn_state(sd2.clone(), s)),
+                None => Box::pin(async {}),
+            }
         });
         let sc = self
             .cc
@@ -416,10 +417,19 @@ impl PickFirst {
         })
     }
 
-    async fn update_sub_conn_state(&self, sd: &Rc<ScData>, new_state: SubConnState) {
-        let g = self.mu.lock().await;
-        self.update_sub_conn_state_locked(sd, new_state).await;
-        g.unlock().await;
+    /// The listener's future. It owns the balancer, so the listener boxes
+    /// it as it is, and is an async block, which keeps its arguments once.
+    #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+    fn update_sub_conn_state(
+        self: Rc<Self>,
+        sd: Rc<ScData>,
+        new_state: SubConnState,
+    ) -> impl Future<Output = ()> + 'static {
+        async move {
+            let g = self.mu.lock().await;
+            self.update_sub_conn_state_locked(&sd, new_state).await;
+            g.unlock().await;
+        }
     }
 
     fn is_active_sc_data(&self, sd: &Rc<ScData>) -> bool {
