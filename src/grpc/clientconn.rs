@@ -1086,29 +1086,25 @@ impl ClientConn {
         wait_for_ready: bool,
         hash_key: Option<&str>,
     ) -> Result<Rc<str>, GrpcError> {
-        let ctx = Rc::new(Event::new("rpc.ctx"));
-        let timer = match self.rpc_timeout {
-            Some(d) => {
-                let c = ctx.clone();
-                Some(
-                    after_func(d, "rpc.deadline", async move {
-                        c.fire().await;
-                    })
-                    .await,
-                )
-            }
-            None => None,
+        let Some(d) = self.rpc_timeout else {
+            // No deadline: nothing else holds the context.
+            let ctx = Event::new("rpc.ctx");
+            return self.rpc_with_ctx(&ctx, wait_for_ready, hash_key).await;
         };
+        let ctx = Rc::new(Event::new("rpc.ctx"));
+        let c = ctx.clone();
+        let timer = after_func(d, "rpc.deadline", async move {
+            c.fire().await;
+        })
+        .await;
         let r = self.rpc_with_ctx(&ctx, wait_for_ready, hash_key).await;
-        if let Some(t) = timer {
-            t.stop().await;
-        }
+        timer.stop().await;
         r
     }
 
     async fn rpc_with_ctx(
         &self,
-        ctx: &Rc<Event>,
+        ctx: &Event,
         wait_for_ready: bool,
         hash_key: Option<&str>,
     ) -> Result<Rc<str>, GrpcError> {
@@ -1125,7 +1121,7 @@ impl ClientConn {
                 ch = Some(pg.clone());
             }
             if ch.as_ref().is_some_and(|c| Rc::ptr_eq(c, &pg)) {
-                if select(&[&**ctx, &pg.blocking]).await == 0 {
+                if select(&[ctx, &pg.blocking]).await == 0 {
                     return Err(GrpcError::new(match &last_pick_err {
                         Some(e) => format!("DeadlineExceeded: latest balancer error: {e}"),
                         None => "DeadlineExceeded: context deadline exceeded while waiting for connections to become ready".to_string(),

@@ -472,7 +472,7 @@ impl PickFirst {
                 return;
             }
             sd.effective_state.set(Connecting);
-            self.update_balancer_state(connecting_state()).await;
+            self.update_balancer_state_connecting().await;
             let (pf, sd2) = (self.me.clone(), sd.clone());
             let health: StateListener = Rc::new(move |s: SubConnState| {
                 let (pf, sd) = (pf.clone(), sd2.clone());
@@ -503,7 +503,7 @@ impl PickFirst {
             match new {
                 Connecting if sd.effective_state.get() != TransientFailure => {
                     sd.effective_state.set(Connecting);
-                    self.update_balancer_state(connecting_state()).await;
+                    self.update_balancer_state_connecting().await;
                 }
                 TransientFailure => {
                     *sd.last_err.borrow_mut() = new_state.connection_error.clone();
@@ -586,9 +586,7 @@ impl PickFirst {
                     )))))
                     .await
                 }
-                ConnectivityState::Connecting => {
-                    self.update_balancer_state(connecting_state()).await
-                }
+                ConnectivityState::Connecting => self.update_balancer_state_connecting().await,
                 _ => {}
             }
         }
@@ -601,6 +599,16 @@ impl PickFirst {
             return;
         }
         self.force_update_concluded_state_locked(new_state).await;
+    }
+
+    /// `updateBalancerState` to CONNECTING with a queueing picker; the
+    /// picker is only made when the state changes.
+    async fn update_balancer_state_connecting(&self) {
+        if self.st.borrow().state == ConnectivityState::Connecting {
+            return;
+        }
+        self.force_update_concluded_state_locked(connecting_state())
+            .await;
     }
 
     async fn force_update_concluded_state_locked(&self, new_state: BalancerState) {
@@ -794,25 +802,40 @@ impl EndpointSharding {
         }
         let g = self.mu.lock().await;
         let children = self.children.borrow().clone();
-        let (mut ready, mut connecting, mut idle, mut tf) = (vec![], vec![], vec![], vec![]);
-        for (_, child) in children.iter_go_order() {
-            let s = child.state.borrow().clone();
-            match s.connectivity_state {
-                ConnectivityState::Ready => ready.push(s.picker),
-                ConnectivityState::Connecting => connecting.push(s.picker),
-                ConnectivityState::Idle => idle.push(s.picker),
-                ConnectivityState::TransientFailure => tf.push(s.picker),
-                ConnectivityState::Shutdown => {}
+        // The children in Go's order: the permutation of the sorted values
+        // is the one `iter_go_order` applies to the keys, without copying
+        // the keys.
+        let in_order = sim::go_order(children.iter_sorted().map(|(_, c)| c).collect());
+        // Go sorts the pickers into one list per state and takes the first
+        // non-empty list in the order READY, CONNECTING, IDLE, TF: keep only
+        // the list of the best state seen so far.
+        let rank = |s: ConnectivityState| match s {
+            ConnectivityState::Ready => 0,
+            ConnectivityState::Connecting => 1,
+            ConnectivityState::Idle => 2,
+            ConnectivityState::TransientFailure => 3,
+            ConnectivityState::Shutdown => 4,
+        };
+        let mut best: Option<ConnectivityState> = None;
+        let mut pickers: Vec<Rc<dyn Picker>> = Vec::with_capacity(in_order.len());
+        for child in in_order {
+            let st = child.state.borrow();
+            let s = st.connectivity_state;
+            if s == ConnectivityState::Shutdown {
+                continue;
             }
+            match best {
+                Some(b) if rank(b) < rank(s) => continue,
+                Some(b) if rank(b) == rank(s) => {}
+                _ => {
+                    best = Some(s);
+                    pickers.clear();
+                }
+            }
+            pickers.push(st.picker.clone());
         }
-        let (agg, pickers) = if !ready.is_empty() {
-            (ConnectivityState::Ready, ready)
-        } else if !connecting.is_empty() {
-            (ConnectivityState::Connecting, connecting)
-        } else if !idle.is_empty() {
-            (ConnectivityState::Idle, idle)
-        } else if !tf.is_empty() {
-            (ConnectivityState::TransientFailure, tf)
+        let (agg, pickers) = if let Some(b) = best {
+            (b, pickers)
         } else {
             let p: Rc<dyn Picker> = Rc::new(ErrPicker(PickError::Failed(GrpcError::new(
                 "no children to pick from",
