@@ -33,6 +33,14 @@ impl GrpcError {
     pub fn new(text: impl AsRef<str>) -> Self {
         GrpcError(Rc::from(text.as_ref()))
     }
+
+    /// `format!("{prefix}{err}")` as an error, without the formatter.
+    pub fn prefixed(prefix: &str, err: &GrpcError) -> Self {
+        let mut text = String::with_capacity(prefix.len() + err.0.len());
+        text.push_str(prefix);
+        text.push_str(&err.0);
+        GrpcError::new(text)
+    }
 }
 
 impl fmt::Display for GrpcError {

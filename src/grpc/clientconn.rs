@@ -1138,7 +1138,7 @@ impl ClientConn {
                         last_pick_err = Some(e);
                         continue;
                     }
-                    return Err(GrpcError::new(format!("Unavailable: {e}")));
+                    return Err(GrpcError::prefixed("Unavailable: ", &e));
                 }
                 Ok(sc) => {
                     let Some(ac) = self.core.addr_conn(sc.id()) else {
@@ -1149,7 +1149,7 @@ impl ClientConn {
                     };
                     return match transport.round_trip(Some(ctx)).await {
                         Ok(()) => Ok(transport.backend_name().clone()),
-                        Err(e) => Err(GrpcError::new(format!("Unavailable: {e}"))),
+                        Err(e) => Err(GrpcError::prefixed("Unavailable: ", &e)),
                     };
                 }
             }

@@ -802,10 +802,6 @@ impl EndpointSharding {
         }
         let g = self.mu.lock().await;
         let children = self.children.borrow().clone();
-        // The children in Go's order: the permutation of the sorted values
-        // is the one `iter_go_order` applies to the keys, without copying
-        // the keys.
-        let in_order = sim::go_order(children.iter_sorted().map(|(_, c)| c).collect());
         // Go sorts the pickers into one list per state and takes the first
         // non-empty list in the order READY, CONNECTING, IDLE, TF: keep only
         // the list of the best state seen so far.
@@ -817,15 +813,15 @@ impl EndpointSharding {
             ConnectivityState::Shutdown => 4,
         };
         let mut best: Option<ConnectivityState> = None;
-        let mut pickers: Vec<Rc<dyn Picker>> = Vec::with_capacity(in_order.len());
-        for child in in_order {
+        let mut pickers: Vec<Rc<dyn Picker>> = Vec::with_capacity(children.len());
+        let mut visit = |child: &Rc<EsChild>| {
             let st = child.state.borrow();
             let s = st.connectivity_state;
             if s == ConnectivityState::Shutdown {
-                continue;
+                return;
             }
             match best {
-                Some(b) if rank(b) < rank(s) => continue,
+                Some(b) if rank(b) < rank(s) => return,
                 Some(b) if rank(b) == rank(s) => {}
                 _ => {
                     best = Some(s);
@@ -833,6 +829,18 @@ impl EndpointSharding {
                 }
             }
             pickers.push(st.picker.clone());
+        };
+        if children.len() > 1 {
+            // The children in Go's order: the shuffle of the sorted values
+            // is the one `iter_go_order` applies to the keys, without
+            // copying the keys.
+            for child in sim::go_order(children.iter_sorted().map(|(_, c)| c).collect()) {
+                visit(child);
+            }
+        } else {
+            // One child or none: Go's order is the only order (and the
+            // shuffle draws nothing).
+            children.iter_sorted().for_each(|(_, c)| visit(c));
         }
         let (agg, pickers) = if let Some(b) = best {
             (b, pickers)
