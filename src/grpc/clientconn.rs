@@ -58,7 +58,7 @@ use crate::grpc::gracefulswitch::GracefulSwitch;
 use crate::grpc::grpclog::Logger;
 use crate::grpc::outlier_detection::{self, OdConfig};
 use crate::grpc::priority::{self, Child, LbConfig};
-use crate::grpc::serializer::{CallbackSerializer, Ctx};
+use crate::grpc::serializer::{CallbackSerializer, Ctx, serializer_names};
 use crate::grpc::subconn::{AddrConn, ConnectParams};
 use crate::grpc::xds::{ResourceResolver, XdsClient, XdsResolver};
 use crate::net::Network;
@@ -399,7 +399,8 @@ struct ResolverWrapper {
 impl ResolverWrapper {
     async fn start(resolver: Rc<XdsResolver>, logger: Logger) -> Rc<ResolverWrapper> {
         let ctx: Ctx = Rc::new(Event::new("ccr.serializer.ctx"));
-        let serializer = CallbackSerializer::new("ccr.serializer", ctx.clone()).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("ccr.serializer"), ctx.clone()).await;
         Rc::new(ResolverWrapper {
             mu: Mutex::new("ccr.mu"),
             closed: Cell::new(false),
@@ -731,7 +732,8 @@ struct CdsState {
 impl Cds {
     async fn build(cc: Rc<dyn ClientConnApi>, opts: BuildOptions) -> Rc<Cds> {
         let ctx: Ctx = Rc::new(Event::new("cds.serializer.ctx"));
-        let serializer = CallbackSerializer::new("cds.serializer", ctx.clone()).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("cds.serializer"), ctx.clone()).await;
         opts.logger.info(|| "cds: Created".into()).await;
         Rc::new(Cds {
             cc,
@@ -1008,7 +1010,9 @@ impl ClientConn {
         let eds = client.eds.clone();
         let resolver = XdsResolver::build(client.clone(), logger.clone()).await;
         *core.resolver.borrow_mut() = Some(ResolverWrapper::start(resolver, logger.clone()).await);
-        let serializer = CallbackSerializer::new("ccb.serializer", serializer_ctx).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("ccb.serializer"), serializer_ctx)
+                .await;
         *core.serializer.borrow_mut() = Some(serializer.clone());
         let cc: Rc<dyn ClientConnApi> = Rc::new(CcbHandle(Rc::downgrade(&core)));
         let top = GracefulSwitch::new(cc, opts.build.clone());

@@ -31,6 +31,19 @@ where
     f
 }
 
+/// The names [`CallbackSerializer::new`] gives the objects of the serializer
+/// `$name`, as literals for [`CallbackSerializer::new_static`].
+macro_rules! serializer_names {
+    ($name:literal) => {
+        [
+            concat!($name, ".done"),
+            concat!($name, ".callbacks"),
+            concat!($name, ".run"),
+        ]
+    };
+}
+pub(crate) use serializer_names;
+
 /// `grpcsync.CallbackSerializer`.
 pub struct CallbackSerializer {
     done: Event,
@@ -48,13 +61,24 @@ impl CallbackSerializer {
             let name = name.clone();
             Name::lazy(move || format!("{name}.{suffix}"))
         };
+        Self::start(named("done"), named("callbacks"), named("run"), ctx).await
+    }
+
+    /// [`Self::new`] for a serializer whose name is a literal: its names
+    /// are literals too (see [`serializer_names`]), so none is allocated.
+    pub async fn new_static(names: [&'static str; 3], ctx: Ctx) -> Rc<CallbackSerializer> {
+        let [done, callbacks, run] = names;
+        Self::start(done.into(), callbacks.into(), run.into(), ctx).await
+    }
+
+    async fn start(done: Name, callbacks: Name, run: Name, ctx: Ctx) -> Rc<CallbackSerializer> {
         let cs = Rc::new(CallbackSerializer {
-            done: Event::new(named("done")),
-            callbacks: Unbounded::new(named("callbacks")),
+            done: Event::new(done),
+            callbacks: Unbounded::new(callbacks),
             ctx: ctx.clone(),
         });
         let runner = cs.clone();
-        sim::go(named("run"), async move { runner.run(ctx).await }).await;
+        sim::go(run, async move { runner.run(ctx).await }).await;
         cs
     }
 
