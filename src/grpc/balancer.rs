@@ -347,9 +347,12 @@ pub trait Builder {
 
 /// The policy registry (`balancer.Register` / `balancer.Get`), per run so
 /// tests can register stubs.
+///
+/// A handful of builders, built per run: a list searched by name, which
+/// copies no name (a later registration under a name replaces the earlier).
 #[derive(Default)]
 pub struct Registry {
-    builders: BTreeMap<String, Rc<dyn Builder>>,
+    builders: Vec<Rc<dyn Builder>>,
 }
 
 impl Registry {
@@ -358,11 +361,14 @@ impl Registry {
     }
 
     pub fn register(&mut self, b: Rc<dyn Builder>) {
-        self.builders.insert(b.name().to_string(), b);
+        match self.builders.iter_mut().find(|old| old.name() == b.name()) {
+            Some(old) => *old = b,
+            None => self.builders.push(b),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Rc<dyn Builder>> {
-        self.builders.get(name).cloned()
+        self.builders.iter().find(|b| b.name() == name).cloned()
     }
 }
 

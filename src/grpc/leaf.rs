@@ -316,12 +316,12 @@ impl PickFirst {
 
     async fn shutdown_remaining_locked(&self, selected: &Rc<ScData>) {
         let others: Vec<Rc<ScData>> = {
+            // Go's order of the values is the shuffle `iter_go_order` makes
+            // of the keys, so the values are shuffled without the keys.
             let st = self.st.borrow();
-            st.sub_conns
-                .iter_go_order()
+            sim::go_order(st.sub_conns.iter_sorted().map(|(_, v)| v.clone()).collect())
                 .into_iter()
-                .map(|(_, v)| v.clone())
-                .filter(|sd| !Rc::ptr_eq(sd, selected))
+                .filter(|sd: &Rc<ScData>| !Rc::ptr_eq(sd, selected))
                 .collect()
         };
         for sd in &others {
@@ -329,8 +329,17 @@ impl PickFirst {
         }
         {
             let mut st = self.st.borrow_mut();
-            st.sub_conns = GoMap::new();
-            st.sub_conns.insert(selected.addr.clone(), selected.clone());
+            // Already only the selected entry (the common case): nothing to
+            // replace.
+            let only_selected = st.sub_conns.len() == 1
+                && st
+                    .sub_conns
+                    .get(&selected.addr)
+                    .is_some_and(|sd| Rc::ptr_eq(sd, selected));
+            if !only_selected {
+                st.sub_conns = GoMap::new();
+                st.sub_conns.insert(selected.addr.clone(), selected.clone());
+            }
         }
         for sd in others {
             sd.release();
