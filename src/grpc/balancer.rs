@@ -28,8 +28,18 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub struct GrpcError(pub Rc<str>);
 
 impl GrpcError {
-    pub fn new(text: impl Into<String>) -> Self {
-        GrpcError(Rc::from(text.into()))
+    /// Copies `text` into the error (once: a literal is not made a
+    /// `String` first).
+    pub fn new(text: impl AsRef<str>) -> Self {
+        GrpcError(Rc::from(text.as_ref()))
+    }
+
+    /// `format!("{prefix}{err}")` as an error, without the formatter.
+    pub fn prefixed(prefix: &str, err: &GrpcError) -> Self {
+        let mut text = String::with_capacity(prefix.len() + err.0.len());
+        text.push_str(prefix);
+        text.push_str(&err.0);
+        GrpcError::new(text)
     }
 }
 
@@ -337,9 +347,12 @@ pub trait Builder {
 
 /// The policy registry (`balancer.Register` / `balancer.Get`), per run so
 /// tests can register stubs.
+///
+/// A handful of builders, built per run: a list searched by name, which
+/// copies no name (a later registration under a name replaces the earlier).
 #[derive(Default)]
 pub struct Registry {
-    builders: BTreeMap<String, Rc<dyn Builder>>,
+    builders: Vec<Rc<dyn Builder>>,
 }
 
 impl Registry {
@@ -348,11 +361,14 @@ impl Registry {
     }
 
     pub fn register(&mut self, b: Rc<dyn Builder>) {
-        self.builders.insert(b.name().to_string(), b);
+        match self.builders.iter_mut().find(|old| old.name() == b.name()) {
+            Some(old) => *old = b,
+            None => self.builders.push(b),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Rc<dyn Builder>> {
-        self.builders.get(name).cloned()
+        self.builders.iter().find(|b| b.name() == name).cloned()
     }
 }
 

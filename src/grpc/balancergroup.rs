@@ -10,6 +10,7 @@
 //! child sees.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::{Rc, Weak};
 
 use crate::sim::{self, GoMap, Mutex};
@@ -27,6 +28,13 @@ use crate::sim::Name;
 /// Receives the state of each child (`balancergroup.BalancerStateAggregator`).
 pub trait BalancerStateAggregator {
     fn update_state(&self, id: &str, state: BalancerState) -> BoxFut<'_, ()>;
+
+    /// [`Self::update_state`] from the group, which holds the id as an
+    /// `Rc<str>`: an aggregator that keeps the id overrides this to share it
+    /// rather than copy it.
+    fn update_state_shared(&self, id: &Rc<str>, state: BalancerState) -> BoxFut<'_, ()> {
+        self.update_state(id, state)
+    }
 }
 
 /// One child of the group (`subBalancerWrapper`). It is the ClientConn the
@@ -34,7 +42,7 @@ pub trait BalancerStateAggregator {
 /// the group; everything else goes to the embedded ClientConn `cc`.
 pub struct SubBalancerWrapper {
     cc: Rc<dyn ClientConn>,
-    id: String,
+    id: Rc<str>,
     group: Weak<BalancerGroup>,
     mu: Mutex,
     state: RefCell<Option<BalancerState>>,
@@ -306,7 +314,7 @@ impl BalancerGroup {
             None => {
                 let sbc = Rc::new_cyclic(|me| SubBalancerWrapper {
                     cc,
-                    id: id.to_string(),
+                    id: Rc::from(id),
                     group: self.self_ref.clone(),
                     mu: Mutex::new({
                         let id = id.to_string();
@@ -437,35 +445,40 @@ impl BalancerGroup {
     }
 
     /// The SubConn state listener the group installs around the child's.
-    async fn update_sub_conn_state(
-        &self,
+    /// It owns the group, so the listener boxes it as it is, and is an async
+    /// block, which keeps its arguments once.
+    #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+    fn update_sub_conn_state(
+        self: Rc<Self>,
         sc: SubConnId,
         state: SubConnState,
         cb: Option<StateListener>,
-    ) {
-        let guard = self.incoming_mu.lock().await;
-        if self.terminal() && self.incoming_closed.get() {
+    ) -> impl Future<Output = ()> + 'static {
+        async move {
+            let guard = self.incoming_mu.lock().await;
+            if self.terminal() && self.incoming_closed.get() {
+                guard.unlock().await;
+                return;
+            }
+            if !self.sc_to_sub_balancer.borrow().contains_key(&sc) {
+                guard.unlock().await;
+                return;
+            }
+            if state.connectivity_state == ConnectivityState::Shutdown {
+                self.sc_to_sub_balancer.borrow_mut().remove(&sc);
+            }
             guard.unlock().await;
-            return;
-        }
-        if !self.sc_to_sub_balancer.borrow().contains_key(&sc) {
-            guard.unlock().await;
-            return;
-        }
-        if state.connectivity_state == ConnectivityState::Shutdown {
-            self.sc_to_sub_balancer.borrow_mut().remove(&sc);
-        }
-        guard.unlock().await;
 
-        let guard = self.outgoing_mu.lock().await;
-        if self.terminal() && self.outgoing_closed.get() {
+            let guard = self.outgoing_mu.lock().await;
+            if self.terminal() && self.outgoing_closed.get() {
+                guard.unlock().await;
+                return;
+            }
+            if let Some(cb) = cb {
+                cb(state).await;
+            }
             guard.unlock().await;
-            return;
         }
-        if let Some(cb) = cb {
-            cb(state).await;
-        }
-        guard.unlock().await;
     }
 
     /// `UpdateClientConnState(id, s)`: forwards to the child with that id.
@@ -527,13 +540,15 @@ impl BalancerGroup {
         let sc_cell: Rc<Cell<Option<SubConnId>>> = Rc::new(Cell::new(None));
         let old_listener = opts.state_listener.take();
         let (group, cell) = (self.self_ref.clone(), sc_cell.clone());
-        let listener: StateListener = Rc::new(move |state: SubConnState| {
-            let (group, old, sc) = (group.clone(), old_listener.clone(), cell.get());
-            Box::pin(async move {
-                if let (Some(bg), Some(sc)) = (group.upgrade(), sc) {
-                    bg.update_sub_conn_state(sc, state, old).await;
+        // The upgrade is made when the listener is called, which its caller
+        // awaits at once.
+        let listener: StateListener = Rc::new(move |state: SubConnState| -> BoxFut<'static, ()> {
+            match (group.upgrade(), cell.get()) {
+                (Some(bg), Some(sc)) => {
+                    Box::pin(bg.update_sub_conn_state(sc, state, old_listener.clone()))
                 }
-            })
+                _ => Box::pin(async {}),
+            }
         });
         opts.state_listener = Some(listener);
         let sc = match self.cc.new_sub_conn(addrs, opts).await {
@@ -551,13 +566,13 @@ impl BalancerGroup {
         Ok(sc)
     }
 
-    async fn update_balancer_state(&self, id: &str, state: BalancerState) {
+    async fn update_balancer_state(&self, id: &Rc<str>, state: BalancerState) {
         self.build_opts
             .logger
             .info(|| format!("Balancer state update from child {id}, new state: {state:?}"))
             .await;
         if let Some(agg) = self.state_aggregator.upgrade() {
-            agg.update_state(id, state).await;
+            agg.update_state_shared(id, state).await;
         }
     }
 

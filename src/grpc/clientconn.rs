@@ -58,7 +58,7 @@ use crate::grpc::gracefulswitch::GracefulSwitch;
 use crate::grpc::grpclog::Logger;
 use crate::grpc::outlier_detection::{self, OdConfig};
 use crate::grpc::priority::{self, Child, LbConfig};
-use crate::grpc::serializer::{CallbackSerializer, Ctx, callback};
+use crate::grpc::serializer::{CallbackSerializer, Ctx, serializer_names};
 use crate::grpc::subconn::{AddrConn, ConnectParams};
 use crate::grpc::xds::{ResourceResolver, XdsClient, XdsResolver};
 use crate::net::Network;
@@ -399,7 +399,8 @@ struct ResolverWrapper {
 impl ResolverWrapper {
     async fn start(resolver: Rc<XdsResolver>, logger: Logger) -> Rc<ResolverWrapper> {
         let ctx: Ctx = Rc::new(Event::new("ccr.serializer.ctx"));
-        let serializer = CallbackSerializer::new("ccr.serializer", ctx.clone()).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("ccr.serializer"), ctx.clone()).await;
         Rc::new(ResolverWrapper {
             mu: Mutex::new("ccr.mu"),
             closed: Cell::new(false),
@@ -420,12 +421,12 @@ impl ResolverWrapper {
         g.unlock().await;
         let r = self.resolver.clone();
         self.serializer
-            .try_schedule(callback(move |_ctx| async move {
+            .try_schedule(move |_ctx| async move {
                 let resolver = r.borrow_mut().take();
                 if let Some(resolver) = resolver {
                     resolver.close().await;
                 }
-            }))
+            })
             .await;
         self.serializer_ctx.fire().await;
     }
@@ -655,7 +656,11 @@ impl StateAggregator {
 
 impl BalancerStateAggregator for StateAggregator {
     fn update_state(&self, id: &str, state: BalancerState) -> BoxFut<'_, ()> {
-        let id = id.to_string();
+        self.update_state_shared(&Rc::from(id), state)
+    }
+
+    fn update_state_shared(&self, id: &Rc<str>, state: BalancerState) -> BoxFut<'_, ()> {
+        let id = id.clone();
         Box::pin(async move {
             self.logger
                 .info(|| format!("cluster_manager: State update from sub-balancer {id:?}"))
@@ -663,7 +668,7 @@ impl BalancerStateAggregator for StateAggregator {
             let g = self.mu.lock().await;
             let known = {
                 let mut states = self.states.borrow_mut();
-                match states.get_mut(&id) {
+                match states.get_mut(&*id) {
                     None => false,
                     Some(c) => {
                         if !(c.state_to_aggregate == ConnectivityState::TransientFailure
@@ -727,7 +732,8 @@ struct CdsState {
 impl Cds {
     async fn build(cc: Rc<dyn ClientConnApi>, opts: BuildOptions) -> Rc<Cds> {
         let ctx: Ctx = Rc::new(Event::new("cds.serializer.ctx"));
-        let serializer = CallbackSerializer::new("cds.serializer", ctx.clone()).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("cds.serializer"), ctx.clone()).await;
         opts.logger.info(|| "cds: Created".into()).await;
         Rc::new(Cds {
             cc,
@@ -750,7 +756,7 @@ impl Balancer for Cds {
             };
             let (st, cc, opts) = (self.state.clone(), self.cc.clone(), self.opts.clone());
             self.serializer
-                .try_schedule(callback(move |_ctx| async move {
+                .try_schedule(move |_ctx| async move {
                     *st.xds_client.borrow_mut() = Some(client.clone());
                     st.watching.set(true);
                     if st.child.borrow().is_none() {
@@ -761,7 +767,7 @@ impl Balancer for Cds {
                             .info(|| "cds: Created child policy cluster_resolver".into())
                             .await;
                     }
-                }))
+                })
                 .await;
             Ok(())
         })
@@ -775,12 +781,12 @@ impl Balancer for Cds {
         Box::pin(async move {
             let st = self.state.clone();
             self.serializer
-                .try_schedule(callback(move |_ctx| async move {
+                .try_schedule(move |_ctx| async move {
                     let child = st.child.borrow().clone();
                     if let Some(c) = child {
                         c.exit_idle().await;
                     }
-                }))
+                })
                 .await;
         })
     }
@@ -791,7 +797,7 @@ impl Balancer for Cds {
         Box::pin(async move {
             let (st, logger) = (self.state.clone(), self.opts.logger.clone());
             self.serializer
-                .try_schedule(callback(move |_ctx| async move {
+                .try_schedule(move |_ctx| async move {
                     // closeAllWatchers
                     let client = st.xds_client.borrow().clone();
                     if let Some(client) = client
@@ -804,7 +810,7 @@ impl Balancer for Cds {
                         cr.close().await;
                     }
                     logger.info(|| "cds: Shutdown".into()).await;
-                }))
+                })
                 .await;
             self.serializer_cancel.fire().await;
             self.serializer.done().wait().await;
@@ -1004,7 +1010,9 @@ impl ClientConn {
         let eds = client.eds.clone();
         let resolver = XdsResolver::build(client.clone(), logger.clone()).await;
         *core.resolver.borrow_mut() = Some(ResolverWrapper::start(resolver, logger.clone()).await);
-        let serializer = CallbackSerializer::new("ccb.serializer", serializer_ctx).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("ccb.serializer"), serializer_ctx)
+                .await;
         *core.serializer.borrow_mut() = Some(serializer.clone());
         let cc: Rc<dyn ClientConnApi> = Rc::new(CcbHandle(Rc::downgrade(&core)));
         let top = GracefulSwitch::new(cc, opts.build.clone());
@@ -1019,7 +1027,7 @@ impl ClientConn {
             balancer_config: None,
         };
         serializer
-            .try_schedule(callback(move |ctx| async move {
+            .try_schedule(move |ctx| async move {
                 let top = c.balancer.borrow().clone();
                 if ctx.has_fired() {
                     return;
@@ -1032,7 +1040,7 @@ impl ClientConn {
                         .await;
                 }
                 let _ = top.update_client_conn_state(state).await;
-            }))
+            })
             .await;
         let _ = eds
             .put(ClusterUpdate {
@@ -1082,29 +1090,25 @@ impl ClientConn {
         wait_for_ready: bool,
         hash_key: Option<&str>,
     ) -> Result<Rc<str>, GrpcError> {
-        let ctx = Rc::new(Event::new("rpc.ctx"));
-        let timer = match self.rpc_timeout {
-            Some(d) => {
-                let c = ctx.clone();
-                Some(
-                    after_func(d, "rpc.deadline", async move {
-                        c.fire().await;
-                    })
-                    .await,
-                )
-            }
-            None => None,
+        let Some(d) = self.rpc_timeout else {
+            // No deadline: nothing else holds the context.
+            let ctx = Event::new("rpc.ctx");
+            return self.rpc_with_ctx(&ctx, wait_for_ready, hash_key).await;
         };
+        let ctx = Rc::new(Event::new("rpc.ctx"));
+        let c = ctx.clone();
+        let timer = after_func(d, "rpc.deadline", async move {
+            c.fire().await;
+        })
+        .await;
         let r = self.rpc_with_ctx(&ctx, wait_for_ready, hash_key).await;
-        if let Some(t) = timer {
-            t.stop().await;
-        }
+        timer.stop().await;
         r
     }
 
     async fn rpc_with_ctx(
         &self,
-        ctx: &Rc<Event>,
+        ctx: &Event,
         wait_for_ready: bool,
         hash_key: Option<&str>,
     ) -> Result<Rc<str>, GrpcError> {
@@ -1121,7 +1125,7 @@ impl ClientConn {
                 ch = Some(pg.clone());
             }
             if ch.as_ref().is_some_and(|c| Rc::ptr_eq(c, &pg)) {
-                if select(&[&**ctx, &pg.blocking]).await == 0 {
+                if select(&[ctx, &pg.blocking]).await == 0 {
                     return Err(GrpcError::new(match &last_pick_err {
                         Some(e) => format!("DeadlineExceeded: latest balancer error: {e}"),
                         None => "DeadlineExceeded: context deadline exceeded while waiting for connections to become ready".to_string(),
@@ -1138,7 +1142,7 @@ impl ClientConn {
                         last_pick_err = Some(e);
                         continue;
                     }
-                    return Err(GrpcError::new(format!("Unavailable: {e}")));
+                    return Err(GrpcError::prefixed("Unavailable: ", &e));
                 }
                 Ok(sc) => {
                     let Some(ac) = self.core.addr_conn(sc.id()) else {
@@ -1149,7 +1153,7 @@ impl ClientConn {
                     };
                     return match transport.round_trip(Some(ctx)).await {
                         Ok(()) => Ok(transport.backend_name().clone()),
-                        Err(e) => Err(GrpcError::new(format!("Unavailable: {e}"))),
+                        Err(e) => Err(GrpcError::prefixed("Unavailable: ", &e)),
                     };
                 }
             }
@@ -1193,12 +1197,12 @@ impl ClientConn {
         let c = core.clone();
         let serializer = core.serializer();
         serializer
-            .try_schedule(callback(move |_ctx| async move {
+            .try_schedule(move |_ctx| async move {
                 let top = c.balancer.borrow().clone();
                 let Some(top) = top else { return };
                 top.close().await;
                 *c.balancer.borrow_mut() = None;
-            }))
+            })
             .await;
         core.serializer_ctx.fire().await;
 

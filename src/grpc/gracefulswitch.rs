@@ -7,6 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::{Rc, Weak};
 
 use crate::grpc::Variant;
@@ -227,34 +228,39 @@ impl GracefulSwitch {
         }
     }
 
-    async fn update_sub_conn_state(
-        &self,
+    /// The listener's future. It owns the balancer, so the listener boxes
+    /// it as it is, and is an async block, which keeps its arguments once.
+    #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+    fn update_sub_conn_state(
+        self: Rc<Self>,
         sc: SubConnId,
         state: SubConnState,
         cb: Option<StateListener>,
-    ) {
-        let current_guard = self.current_mu.lock().await;
-        let guard = self.mu.lock().await;
-        let find = |b: &Option<Rc<BalancerWrapper>>| {
-            b.as_ref()
-                .filter(|b| b.subconns.borrow().contains_key(&sc))
-                .cloned()
-        };
-        let bal_to_update =
-            find(&self.balancer_current.borrow()).or_else(|| find(&self.balancer_pending.borrow()));
-        let Some(bal) = bal_to_update else {
+    ) -> impl Future<Output = ()> + 'static {
+        async move {
+            let current_guard = self.current_mu.lock().await;
+            let guard = self.mu.lock().await;
+            let find = |b: &Option<Rc<BalancerWrapper>>| {
+                b.as_ref()
+                    .filter(|b| b.subconns.borrow().contains_key(&sc))
+                    .cloned()
+            };
+            let bal_to_update = find(&self.balancer_current.borrow())
+                .or_else(|| find(&self.balancer_pending.borrow()));
+            let Some(bal) = bal_to_update else {
+                guard.unlock().await;
+                current_guard.unlock().await;
+                return;
+            };
+            if state.connectivity_state == ConnectivityState::Shutdown {
+                bal.subconns.borrow_mut().remove(&sc);
+            }
             guard.unlock().await;
+            if let Some(cb) = cb {
+                cb(state).await;
+            }
             current_guard.unlock().await;
-            return;
-        };
-        if state.connectivity_state == ConnectivityState::Shutdown {
-            bal.subconns.borrow_mut().remove(&sc);
         }
-        guard.unlock().await;
-        if let Some(cb) = cb {
-            cb(state).await;
-        }
-        current_guard.unlock().await;
     }
 
     pub async fn close(&self) {
@@ -323,16 +329,17 @@ impl ClientConn for BalancerWrapper {
             let sc_cell: Rc<Cell<Option<SubConnId>>> = Rc::new(Cell::new(None));
             let old_listener = opts.state_listener.clone();
             let (weak_gsb, cell) = (Rc::downgrade(&gsb), sc_cell.clone());
-            let listener: StateListener = Rc::new(move |state: SubConnState| {
-                let weak_gsb = weak_gsb.clone();
-                let old = old_listener.clone();
-                let sc = cell.get();
-                Box::pin(async move {
-                    if let (Some(gsb), Some(sc)) = (weak_gsb.upgrade(), sc) {
-                        gsb.update_sub_conn_state(sc, state, old).await;
+            // The upgrade is made when the listener is called, which its
+            // caller awaits at once.
+            let listener: StateListener =
+                Rc::new(move |state: SubConnState| -> BoxFut<'static, ()> {
+                    match (weak_gsb.upgrade(), cell.get()) {
+                        (Some(gsb), Some(sc)) => {
+                            Box::pin(gsb.update_sub_conn_state(sc, state, old_listener.clone()))
+                        }
+                        _ => Box::pin(async {}),
                     }
-                })
-            });
+                });
             let sc = gsb
                 .cc
                 .new_sub_conn(

@@ -12,6 +12,7 @@
 //! connection error (Go's nil error) fails with the text `<nil>`.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::{Rc, Weak};
 
 use crate::grpc::balancer::{
@@ -315,12 +316,12 @@ impl PickFirst {
 
     async fn shutdown_remaining_locked(&self, selected: &Rc<ScData>) {
         let others: Vec<Rc<ScData>> = {
+            // Go's order of the values is the shuffle `iter_go_order` makes
+            // of the keys, so the values are shuffled without the keys.
             let st = self.st.borrow();
-            st.sub_conns
-                .iter_go_order()
+            sim::go_order(st.sub_conns.iter_sorted().map(|(_, v)| v.clone()).collect())
                 .into_iter()
-                .map(|(_, v)| v.clone())
-                .filter(|sd| !Rc::ptr_eq(sd, selected))
+                .filter(|sd: &Rc<ScData>| !Rc::ptr_eq(sd, selected))
                 .collect()
         };
         for sd in &others {
@@ -328,8 +329,17 @@ impl PickFirst {
         }
         {
             let mut st = self.st.borrow_mut();
-            st.sub_conns = GoMap::new();
-            st.sub_conns.insert(selected.addr.clone(), selected.clone());
+            // Already only the selected entry (the common case): nothing to
+            // replace.
+            let only_selected = st.sub_conns.len() == 1
+                && st
+                    .sub_conns
+                    .get(&selected.addr)
+                    .is_some_and(|sd| Rc::ptr_eq(sd, selected));
+            if !only_selected {
+                st.sub_conns = GoMap::new();
+                st.sub_conns.insert(selected.addr.clone(), selected.clone());
+            }
         }
         for sd in others {
             sd.release();
@@ -346,13 +356,13 @@ impl PickFirst {
             connection_failed_in_first_pass: Cell::new(false),
         });
         let (pf, sd2) = (self.me.clone(), sd.clone());
-        let listener: StateListener = Rc::new(move |s: SubConnState| {
-            let (pf, sd) = (pf.clone(), sd2.clone());
-            Box::pin(async move {
-                if let Some(pf) = pf.upgrade() {
-                    pf.update_sub_conn_state(&sd, s).await;
-                }
-            })
+        // The upgrade is made when the listener is called, which its caller
+        // awaits at once.
+        let listener: StateListener = Rc::new(move |s: SubConnState| -> BoxFut<'static, ()> {
+            match pf.upgrade() {
+                Some(pf) => Box::pin(pf.update_sub_conn_state(sd2.clone(), s)),
+                None => Box::pin(async {}),
+            }
         });
         let sc = self
             .cc
@@ -416,10 +426,19 @@ impl PickFirst {
         })
     }
 
-    async fn update_sub_conn_state(&self, sd: &Rc<ScData>, new_state: SubConnState) {
-        let g = self.mu.lock().await;
-        self.update_sub_conn_state_locked(sd, new_state).await;
-        g.unlock().await;
+    /// The listener's future. It owns the balancer, so the listener boxes
+    /// it as it is, and is an async block, which keeps its arguments once.
+    #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+    fn update_sub_conn_state(
+        self: Rc<Self>,
+        sd: Rc<ScData>,
+        new_state: SubConnState,
+    ) -> impl Future<Output = ()> + 'static {
+        async move {
+            let g = self.mu.lock().await;
+            self.update_sub_conn_state_locked(&sd, new_state).await;
+            g.unlock().await;
+        }
     }
 
     fn is_active_sc_data(&self, sd: &Rc<ScData>) -> bool {
@@ -462,7 +481,7 @@ impl PickFirst {
                 return;
             }
             sd.effective_state.set(Connecting);
-            self.update_balancer_state(connecting_state()).await;
+            self.update_balancer_state_connecting().await;
             let (pf, sd2) = (self.me.clone(), sd.clone());
             let health: StateListener = Rc::new(move |s: SubConnState| {
                 let (pf, sd) = (pf.clone(), sd2.clone());
@@ -493,7 +512,7 @@ impl PickFirst {
             match new {
                 Connecting if sd.effective_state.get() != TransientFailure => {
                     sd.effective_state.set(Connecting);
-                    self.update_balancer_state(connecting_state()).await;
+                    self.update_balancer_state_connecting().await;
                 }
                 TransientFailure => {
                     *sd.last_err.borrow_mut() = new_state.connection_error.clone();
@@ -576,9 +595,7 @@ impl PickFirst {
                     )))))
                     .await
                 }
-                ConnectivityState::Connecting => {
-                    self.update_balancer_state(connecting_state()).await
-                }
+                ConnectivityState::Connecting => self.update_balancer_state_connecting().await,
                 _ => {}
             }
         }
@@ -591,6 +608,16 @@ impl PickFirst {
             return;
         }
         self.force_update_concluded_state_locked(new_state).await;
+    }
+
+    /// `updateBalancerState` to CONNECTING with a queueing picker; the
+    /// picker is only made when the state changes.
+    async fn update_balancer_state_connecting(&self) {
+        if self.st.borrow().state == ConnectivityState::Connecting {
+            return;
+        }
+        self.force_update_concluded_state_locked(connecting_state())
+            .await;
     }
 
     async fn force_update_concluded_state_locked(&self, new_state: BalancerState) {
@@ -784,25 +811,48 @@ impl EndpointSharding {
         }
         let g = self.mu.lock().await;
         let children = self.children.borrow().clone();
-        let (mut ready, mut connecting, mut idle, mut tf) = (vec![], vec![], vec![], vec![]);
-        for (_, child) in children.iter_go_order() {
-            let s = child.state.borrow().clone();
-            match s.connectivity_state {
-                ConnectivityState::Ready => ready.push(s.picker),
-                ConnectivityState::Connecting => connecting.push(s.picker),
-                ConnectivityState::Idle => idle.push(s.picker),
-                ConnectivityState::TransientFailure => tf.push(s.picker),
-                ConnectivityState::Shutdown => {}
+        // Go sorts the pickers into one list per state and takes the first
+        // non-empty list in the order READY, CONNECTING, IDLE, TF: keep only
+        // the list of the best state seen so far.
+        let rank = |s: ConnectivityState| match s {
+            ConnectivityState::Ready => 0,
+            ConnectivityState::Connecting => 1,
+            ConnectivityState::Idle => 2,
+            ConnectivityState::TransientFailure => 3,
+            ConnectivityState::Shutdown => 4,
+        };
+        let mut best: Option<ConnectivityState> = None;
+        let mut pickers: Vec<Rc<dyn Picker>> = Vec::with_capacity(children.len());
+        let mut visit = |child: &Rc<EsChild>| {
+            let st = child.state.borrow();
+            let s = st.connectivity_state;
+            if s == ConnectivityState::Shutdown {
+                return;
             }
+            match best {
+                Some(b) if rank(b) < rank(s) => return,
+                Some(b) if rank(b) == rank(s) => {}
+                _ => {
+                    best = Some(s);
+                    pickers.clear();
+                }
+            }
+            pickers.push(st.picker.clone());
+        };
+        if children.len() > 1 {
+            // The children in Go's order: the shuffle of the sorted values
+            // is the one `iter_go_order` applies to the keys, without
+            // copying the keys.
+            for child in sim::go_order(children.iter_sorted().map(|(_, c)| c).collect()) {
+                visit(child);
+            }
+        } else {
+            // One child or none: Go's order is the only order (and the
+            // shuffle draws nothing).
+            children.iter_sorted().for_each(|(_, c)| visit(c));
         }
-        let (agg, pickers) = if !ready.is_empty() {
-            (ConnectivityState::Ready, ready)
-        } else if !connecting.is_empty() {
-            (ConnectivityState::Connecting, connecting)
-        } else if !idle.is_empty() {
-            (ConnectivityState::Idle, idle)
-        } else if !tf.is_empty() {
-            (ConnectivityState::TransientFailure, tf)
+        let (agg, pickers) = if let Some(b) = best {
+            (b, pickers)
         } else {
             let p: Rc<dyn Picker> = Rc::new(ErrPicker(PickError::Failed(GrpcError::new(
                 "no children to pick from",

@@ -17,6 +17,7 @@
 //! (one address), so the health listener is always enabled on the wrapper.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::{Rc, Weak};
 
 use crate::grpc::balancer::{
@@ -212,15 +213,21 @@ impl OutlierDetection {
         Ok(())
     }
 
-    async fn update_sub_conn_state(&self, scw: &Rc<SubConnWrapper>, state: SubConnState) {
-        let g = self.mu.lock().await;
-        scw.set_latest_connectivity_state(state.connectivity_state)
-            .await;
-        let _ = self
-            .sc_update_ch
-            .put(ScUpdate::State(scw.clone(), state))
-            .await;
-        g.unlock().await;
+    /// The listener's future. It owns the balancer, so the listener boxes
+    /// it as it is, and is an async block, which keeps its arguments once.
+    #[allow(clippy::manual_async_fn)] // an async fn would store its arguments twice
+    fn update_sub_conn_state(
+        self: Rc<Self>,
+        scw: Rc<SubConnWrapper>,
+        state: SubConnState,
+    ) -> impl Future<Output = ()> + 'static {
+        async move {
+            let g = self.mu.lock().await;
+            scw.set_latest_connectivity_state(state.connectivity_state)
+                .await;
+            let _ = self.sc_update_ch.put(ScUpdate::State(scw, state)).await;
+            g.unlock().await;
+        }
     }
 
     async fn new_sub_conn(
@@ -241,13 +248,13 @@ impl OutlierDetection {
             me: me.clone(),
         });
         let (od, w) = (self.me.clone(), scw.clone());
-        let listener: StateListener = Rc::new(move |s: SubConnState| {
-            let (od, w) = (od.clone(), w.clone());
-            Box::pin(async move {
-                if let Some(od) = od.upgrade() {
-                    od.update_sub_conn_state(&w, s).await;
-                }
-            })
+        // The upgrade is made when the listener is called, which its caller
+        // awaits at once.
+        let listener: StateListener = Rc::new(move |s: SubConnState| -> BoxFut<'static, ()> {
+            match od.upgrade() {
+                Some(od) => Box::pin(od.update_sub_conn_state(w.clone(), s)),
+                None => Box::pin(async {}),
+            }
         });
         let g = self.mu.lock().await;
         let r = self

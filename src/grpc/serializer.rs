@@ -14,22 +14,42 @@ use crate::sim::{self, Event, Unbounded, select};
 /// A cancellable context: fired means cancelled.
 pub type Ctx = Rc<Event>;
 
-/// A scheduled callback; it receives the serializer's context.
-pub type Callback = Box<dyn FnOnce(Ctx) -> BoxFut<'static, ()>>;
+/// A scheduled callback: the future of the closure given to
+/// [`CallbackSerializer::try_schedule`], already applied to the serializer's
+/// context. One box, where a boxed closure returning a boxed future took two;
+/// the closures are `move |ctx| async move { .. }`, so applying one early
+/// runs none of its code.
+type Callback = BoxFut<'static, ()>;
 
-/// Boxes an async closure as a [`Callback`].
-pub fn callback<F, Fut>(f: F) -> Callback
+/// Names an async closure as a callback for [`CallbackSerializer::try_schedule`]
+/// (the closure itself: the serializer boxes its future).
+pub fn callback<F, Fut>(f: F) -> F
 where
     F: FnOnce(Ctx) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    Box::new(move |ctx| Box::pin(f(ctx)))
+    f
 }
+
+/// The names [`CallbackSerializer::new`] gives the objects of the serializer
+/// `$name`, as literals for [`CallbackSerializer::new_static`].
+macro_rules! serializer_names {
+    ($name:literal) => {
+        [
+            concat!($name, ".done"),
+            concat!($name, ".callbacks"),
+            concat!($name, ".run"),
+        ]
+    };
+}
+pub(crate) use serializer_names;
 
 /// `grpcsync.CallbackSerializer`.
 pub struct CallbackSerializer {
     done: Event,
     callbacks: Unbounded<Callback>,
+    /// The context `run` was started with, handed to each callback.
+    ctx: Ctx,
 }
 
 impl CallbackSerializer {
@@ -41,29 +61,49 @@ impl CallbackSerializer {
             let name = name.clone();
             Name::lazy(move || format!("{name}.{suffix}"))
         };
+        Self::start(named("done"), named("callbacks"), named("run"), ctx).await
+    }
+
+    /// [`Self::new`] for a serializer whose name is a literal: its names
+    /// are literals too (see [`serializer_names`]), so none is allocated.
+    pub async fn new_static(names: [&'static str; 3], ctx: Ctx) -> Rc<CallbackSerializer> {
+        let [done, callbacks, run] = names;
+        Self::start(done.into(), callbacks.into(), run.into(), ctx).await
+    }
+
+    async fn start(done: Name, callbacks: Name, run: Name, ctx: Ctx) -> Rc<CallbackSerializer> {
         let cs = Rc::new(CallbackSerializer {
-            done: Event::new(named("done")),
-            callbacks: Unbounded::new(named("callbacks")),
+            done: Event::new(done),
+            callbacks: Unbounded::new(callbacks),
+            ctx: ctx.clone(),
         });
         let runner = cs.clone();
-        sim::go(named("run"), async move { runner.run(ctx).await }).await;
+        sim::go(run, async move { runner.run(ctx).await }).await;
         cs
     }
 
     /// `TrySchedule`: queues `f`; dropped silently once the serializer has
     /// started shutting down.
-    pub async fn try_schedule(&self, f: Callback) {
-        let _ = self.callbacks.put(f).await;
+    pub async fn try_schedule<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Ctx) -> Fut,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let cb: Callback = Box::pin(f(self.ctx.clone()));
+        let _ = self.callbacks.put(cb).await;
     }
 
     /// `ScheduleOr`: queues `f`, or runs `on_failure` if the serializer is
     /// shutting down.
-    pub async fn schedule_or<F, Fut>(&self, f: Callback, on_failure: F)
+    pub async fn schedule_or<C, CFut, F, Fut>(&self, f: C, on_failure: F)
     where
+        C: FnOnce(Ctx) -> CFut,
+        CFut: Future<Output = ()> + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = ()>,
     {
-        if self.callbacks.put(f).await.is_err() {
+        let cb: Callback = Box::pin(f(self.ctx.clone()));
+        if self.callbacks.put(cb).await.is_err() {
             on_failure().await;
         }
     }
@@ -79,14 +119,14 @@ impl CallbackSerializer {
             if which == 1
                 && let Some(cb) = self.callbacks.try_get()
             {
-                cb(ctx.clone()).await;
+                cb.await;
             }
         }
         // Cancelled: refuse new callbacks but run every one already queued;
         // they see the cancelled context.
         self.callbacks.close().await;
         while let Some(cb) = self.callbacks.get().await {
-            cb(ctx.clone()).await;
+            cb.await;
         }
         self.done.fire().await;
     }

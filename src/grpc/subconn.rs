@@ -27,7 +27,6 @@ use crate::grpc::balancer::{
 };
 use crate::grpc::clientconn::ChannelCore;
 use crate::grpc::connectivity::ConnectivityState;
-use crate::grpc::serializer::callback;
 use crate::net::Connection;
 use crate::sim::Name;
 use crate::sim::{self, Event, Mutex, after_func, select};
@@ -196,7 +195,6 @@ impl AddrConn {
             g.unlock().await;
             return;
         }
-        let addrs = self.addrs.clone();
         let backoff_idx = self.st.borrow().backoff_idx;
         let backoff_for = cc.params.backoff.backoff(backoff_idx);
         let dial_duration = cc.params.min_connect_timeout.max(backoff_for);
@@ -205,7 +203,7 @@ impl AddrConn {
             .await;
         g.unlock().await;
 
-        if let Err(err) = self.try_all_addrs(&cc, &addrs, connect_deadline).await {
+        if let Err(err) = self.try_all_addrs(&cc, &self.addrs, connect_deadline).await {
             cc.resolve_now();
             let g = self.mu.lock().await;
             if self.ctx.has_fired() {
@@ -422,7 +420,7 @@ impl AddrConn {
         };
         let serializer = cc.serializer();
         serializer
-            .try_schedule(callback(move |ctx| async move {
+            .try_schedule(move |ctx| async move {
                 let Some(cc) = me.cc.upgrade() else { return };
                 if ctx.has_fired() || cc.balancer_closed() {
                     return;
@@ -440,7 +438,7 @@ impl AddrConn {
                     })
                     .await;
                 }
-            }))
+            })
             .await;
     }
 }
@@ -493,7 +491,7 @@ impl SubConn for AddrConn {
             };
             let me = self.rc();
             cc.serializer()
-                .try_schedule(callback(move |ctx| async move {
+                .try_schedule(move |ctx| async move {
                     let Some(cc) = me.cc.upgrade() else { return };
                     if ctx.has_fired() || cc.balancer_closed() {
                         return;
@@ -507,7 +505,7 @@ impl SubConn for AddrConn {
                     // the listener wrapper: one more serializer callback.
                     let me2 = me.clone();
                     cc.serializer()
-                        .try_schedule(callback(move |ctx| async move {
+                        .try_schedule(move |ctx| async move {
                             let Some(cc) = me2.cc.upgrade() else { return };
                             if ctx.has_fired() || cc.balancer_closed() {
                                 return;
@@ -519,10 +517,10 @@ impl SubConn for AddrConn {
                             }
                             listener(SubConnState::new(ConnectivityState::Ready)).await;
                             g.unlock().await;
-                        }))
+                        })
                         .await;
                     g.unlock().await;
-                }))
+                })
                 .await;
             g.unlock().await;
         })

@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use crate::grpc::clientconn::ClusterUpdate;
 use crate::grpc::grpclog::Logger;
-use crate::grpc::serializer::{CallbackSerializer, Ctx, callback};
+use crate::grpc::serializer::{CallbackSerializer, Ctx, serializer_names};
 use crate::sim::{Event, Mutex, Unbounded};
 
 /// The xDS client a channel's resolver creates through the client pool.
@@ -43,7 +43,9 @@ impl XdsClient {
     /// `pool.NewClient`: a client with one reference, its serializer running.
     pub async fn new(logger: Logger) -> Rc<XdsClient> {
         let ctx: Ctx = Rc::new(Event::new("xdsclient.serializer.ctx"));
-        let serializer = CallbackSerializer::new("xdsclient.serializer", ctx.clone()).await;
+        let serializer =
+            CallbackSerializer::new_static(serializer_names!("xdsclient.serializer"), ctx.clone())
+                .await;
         Rc::new(XdsClient {
             eds: Rc::new(Unbounded::new("xds.eds.updates")),
             serializer,
@@ -66,13 +68,13 @@ impl XdsClient {
         let d2 = done.clone();
         self.serializer
             .schedule_or(
-                callback(move |_ctx| async move {
+                move |_ctx| async move {
                     // The resource's last watcher: unsubscribe it on the
                     // ADS stream.
                     let g = me.ads_mu.lock().await;
                     g.unlock().await;
                     d.fire().await;
-                }),
+                },
                 || async move {
                     d2.fire().await;
                 },
@@ -122,7 +124,11 @@ pub struct XdsResolver {
 impl XdsResolver {
     pub async fn build(client: Rc<XdsClient>, logger: Logger) -> Rc<XdsResolver> {
         let ctx: Ctx = Rc::new(Event::new("xdsResolver.serializer.ctx"));
-        let serializer = CallbackSerializer::new("xdsResolver.serializer", ctx.clone()).await;
+        let serializer = CallbackSerializer::new_static(
+            serializer_names!("xdsResolver.serializer"),
+            ctx.clone(),
+        )
+        .await;
         Rc::new(XdsResolver {
             client,
             serializer,
@@ -157,7 +163,11 @@ pub struct ResourceResolver {
 impl ResourceResolver {
     pub async fn new(client: Rc<XdsClient>) -> ResourceResolver {
         let ctx: Ctx = Rc::new(Event::new("resourceResolver.serializer.ctx"));
-        let serializer = CallbackSerializer::new("resourceResolver.serializer", ctx.clone()).await;
+        let serializer = CallbackSerializer::new_static(
+            serializer_names!("resourceResolver.serializer"),
+            ctx.clone(),
+        )
+        .await;
         ResourceResolver {
             client,
             mu: Mutex::new("resourceResolver.mu"),

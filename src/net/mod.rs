@@ -143,6 +143,9 @@ pub struct Backend {
     /// Fired by [`Backend::stop`]; ends the health task.
     stopped: Event,
     accepted: Cell<u64>,
+    /// The error of a dial the listener refuses, made once: a stopped
+    /// backend refuses every reconnection attempt.
+    refused: GrpcError,
     me: Weak<Backend>,
 }
 
@@ -160,6 +163,9 @@ impl Backend {
             rng: RefCell::new(crate::sim::rng::rng(seed, 0)),
             stopped: Event::new(format!("backend[{name}].stopped")),
             accepted: Cell::new(0),
+            refused: GrpcError::new(format!(
+                "connection error: desc = \"transport: error while dialing {address}: connection closed before server preface received\""
+            )),
             me: me.clone(),
         })
     }
@@ -248,10 +254,7 @@ impl Backend {
             ));
         }
         if !outcome_up || !self.listening.get() {
-            return Err(GrpcError::new(format!(
-                "connection error: desc = \"transport: error while dialing {}: connection closed before server preface received\"",
-                self.address
-            )));
+            return Err(self.refused.clone());
         }
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);

@@ -28,7 +28,7 @@ use super::sync_priority::ERR_ALL_PRIORITIES_REMOVED;
 /// Items of the worker's queue.
 enum Update {
     ChildState {
-        name: String,
+        name: Rc<str>,
         state: BalancerState,
     },
     /// Sent by `update_client_conn_state`; the worker clears the inhibit flag,
@@ -275,7 +275,11 @@ impl PriorityBalancer {
 impl BalancerStateAggregator for PriorityBalancer {
     /// Only queues the update; the worker handles it.
     fn update_state(&self, id: &str, state: BalancerState) -> BoxFut<'_, ()> {
-        let name = id.to_string();
+        self.update_state_shared(&Rc::from(id), state)
+    }
+
+    fn update_state_shared(&self, id: &Rc<str>, state: BalancerState) -> BoxFut<'_, ()> {
+        let name = id.clone();
         Box::pin(async move {
             let _ = self
                 .child_balancer_state_update
