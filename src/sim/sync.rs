@@ -209,7 +209,7 @@ fn register(kind: ObjKind, name: Name) -> ObjId {
 /// inline: most objects never have more waiters than that, and a wait then
 /// allocates nothing.
 #[derive(Default)]
-struct Waiters(RefCell<WaitList>);
+pub struct Waiters(RefCell<WaitList>);
 
 const INLINE_WAITERS: usize = 4;
 
@@ -765,8 +765,9 @@ pub trait Selectable {
     fn obj(&self) -> ObjId;
     /// A receive would not block now.
     fn is_ready(&self) -> bool;
-    fn add_waiter(&self, t: TaskId);
-    fn remove_waiter(&self, t: TaskId);
+    /// The list of tasks blocked until a receive would not block.
+    #[doc(hidden)]
+    fn waiters(&self) -> &Waiters;
 }
 
 impl<T> Selectable for Unbounded<T> {
@@ -776,11 +777,8 @@ impl<T> Selectable for Unbounded<T> {
     fn is_ready(&self) -> bool {
         !self.items.borrow().is_empty() || self.closing.get()
     }
-    fn add_waiter(&self, t: TaskId) {
-        self.waiters.add(t);
-    }
-    fn remove_waiter(&self, t: TaskId) {
-        self.waiters.remove(t);
+    fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 }
 
@@ -791,11 +789,8 @@ impl Selectable for Event {
     fn is_ready(&self) -> bool {
         self.fired.get()
     }
-    fn add_waiter(&self, t: TaskId) {
-        self.waiters.add(t);
-    }
-    fn remove_waiter(&self, t: TaskId) {
-        self.waiters.remove(t);
+    fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 }
 
@@ -803,26 +798,58 @@ impl Selectable for Event {
 /// and returns the index of one ready case. As in Go, when several are ready
 /// the choice is random (here: made by the strategy and recorded). The
 /// caller then takes the value without blocking (`try_get`, `has_fired`).
-pub async fn select(cases: &[&dyn Selectable]) -> usize {
+pub fn select<'a>(cases: &'a [&'a dyn Selectable]) -> Select<'a> {
     assert!(
         !cases.is_empty() && cases.len() <= ObjSet::MAX,
         "select takes 1..=8 cases"
     );
-    if footprints_on() {
-        with(|k| {
-            let mut st = k.state();
-            st.note_select(cases.iter().map(|c| c.obj()));
-        });
-    }
     let mut point = preempt(Op::Select, cases[0].obj());
     point.what.access = Some(Access::Read);
-    point.await;
-    if footprints_on() {
-        for c in &cases[1..] {
-            touch(c.obj(), Access::Read);
-        }
+    Select {
+        cases,
+        point: PointOnce::new(point),
+        blocked: None,
     }
-    loop {
+}
+
+/// The future of [`select`] (written out by hand: an `async fn` costs more
+/// per poll). The preemption point, then, while no case is ready, a block on
+/// the wait lists of all the cases (one kernel access for all) until one of
+/// them wakes the task.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Select<'a> {
+    cases: &'a [&'a dyn Selectable],
+    point: PointOnce,
+    /// The task, while it is blocked on the cases' wait lists.
+    blocked: Option<TaskId>,
+}
+
+impl Future for Select<'_> {
+    type Output = usize;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        let cases = self.cases;
+        if !self.point.passed {
+            // The first poll: the task is at the select.
+            if !self.point.point.yielded && footprints_on() {
+                with(|k| {
+                    let mut st = k.state();
+                    st.note_select(cases.iter().map(|c| c.obj()));
+                });
+            }
+            if self.point.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if footprints_on() {
+                for c in &cases[1..] {
+                    touch(c.obj(), Access::Read);
+                }
+            }
+        } else if let Some(me) = self.blocked.take() {
+            // Woken: off every wait list, then the cases are checked again.
+            for c in cases {
+                c.waiters().remove(me);
+            }
+        }
         let mut ready = [0u8; ObjSet::MAX];
         let mut n = 0;
         for (i, c) in cases.iter().enumerate() {
@@ -833,40 +860,23 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         }
         if n > 0 {
             let k = if n > 1 { with(|k| k.choose(n)) } else { 0 };
-            return usize::from(ready[k]);
+            return Poll::Ready(usize::from(ready[k]));
         }
-        let me = SelectBlock { cases, me: None }.await;
-        for c in cases {
-            c.remove_waiter(me);
-        }
-    }
-}
-
-/// Joins the current task to the wait list of every case of a `select` and
-/// blocks it (one kernel access for all); completes with the task's id once
-/// it is woken.
-struct SelectBlock<'a, 'b> {
-    cases: &'a [&'b dyn Selectable],
-    me: Option<TaskId>,
-}
-
-impl Future for SelectBlock<'_, '_> {
-    type Output = TaskId;
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<TaskId> {
-        if let Some(me) = self.me {
-            return Poll::Ready(me);
-        }
-        let cases = self.cases;
         let me = with(|k| {
             let mut st = k.state();
             let me = st.current.expect("called outside a task");
-            for c in cases {
-                c.add_waiter(me);
-            }
-            st.block_current(Blocker::Select(cases.iter().map(|c| c.obj()).collect()));
+            // The task joins the wait lists in the cases' order.
+            let objs = cases
+                .iter()
+                .map(|c| {
+                    c.waiters().add(me);
+                    c.obj()
+                })
+                .collect();
+            st.block_current(Blocker::Select(objs));
             me
         });
-        self.me = Some(me);
+        self.blocked = Some(me);
         Poll::Pending
     }
 }
