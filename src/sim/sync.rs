@@ -147,6 +147,18 @@ fn block_on(waiters: &Waiters, blocker: Blocker) -> Block<'_> {
     }
 }
 
+/// Adds the current task to `waiters` and blocks it on `op` on `obj` (one
+/// kernel access for both). Out of line: the futures that call it stay
+/// small on their path that does not block.
+#[inline(never)]
+fn block_on_list(waiters: &Waiters, op: Op, obj: ObjId) {
+    with(|k| {
+        let mut st = k.state();
+        waiters.add(st.current.expect("called outside a task"));
+        st.block_current(Blocker::On(op, obj));
+    });
+}
+
 impl Future for Block<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
@@ -344,6 +356,13 @@ impl Mutex {
         }
     }
 
+    /// The lock is held: the current task tries it and blocks on it.
+    #[inline(never)]
+    fn block(&self) {
+        touch(self.id, Access::Attempt);
+        block_on_list(&self.waiters, Op::Lock, self.id);
+    }
+
     /// For footprints: the step took the lock, which now blocks a lock.
     #[cold]
     #[inline(never)]
@@ -419,14 +438,7 @@ impl<'a> Future for Lock<'a> {
         // again): the lock is tried again.
         let mutex = self.mutex;
         if mutex.locked.get() {
-            touch(mutex.id, Access::Attempt);
-            with(|k| {
-                let mut st = k.state();
-                mutex
-                    .waiters
-                    .add(st.current.expect("called outside a task"));
-                st.block_current(Blocker::On(Op::Lock, mutex.id));
-            });
+            mutex.block();
             return Poll::Pending;
         }
         mutex.locked.set(true);
@@ -592,11 +604,7 @@ impl<T> Future for Get<'_, T> {
         if buf.closing.get() {
             return Poll::Ready(None);
         }
-        with(|k| {
-            let mut st = k.state();
-            buf.waiters.add(st.current.expect("called outside a task"));
-            st.block_current(Blocker::On(Op::Get, buf.id));
-        });
+        block_on_list(&buf.waiters, Op::Get, buf.id);
         Poll::Pending
     }
 }
@@ -688,13 +696,7 @@ impl Future for Wait<'_> {
         if event.fired.get() {
             return Poll::Ready(());
         }
-        with(|k| {
-            let mut st = k.state();
-            event
-                .waiters
-                .add(st.current.expect("called outside a task"));
-            st.block_current(Blocker::On(Op::Wait, event.id));
-        });
+        block_on_list(&event.waiters, Op::Wait, event.id);
         Poll::Pending
     }
 }
