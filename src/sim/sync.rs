@@ -184,9 +184,16 @@ impl Future for Block<'_> {
 /// task whose next step would only block.
 #[inline]
 fn set_unready(obj: ObjId, unready: bool) {
-    if !footprints_on() {
-        return;
+    if footprints_on() {
+        note_unready(obj, unready);
     }
+}
+
+/// [`set_unready`] in a run that records footprints (out of line: the
+/// primitives that call it stay small in bulk runs).
+#[cold]
+#[inline(never)]
+fn note_unready(obj: ObjId, unready: bool) {
     try_with(|k| {
         if let Some(mut st) = k.try_state() {
             st.set_unready(obj, unready);
@@ -198,9 +205,16 @@ fn set_unready(obj: ObjId, unready: bool) {
 /// footprint (a Go atomic load, a non-blocking receive).
 #[inline]
 pub(crate) fn touch(obj: ObjId, access: Access) {
-    if !footprints_on() {
-        return;
+    if footprints_on() {
+        note_touch(obj, access);
     }
+}
+
+/// [`touch`] in a run that records footprints (out of line, as
+/// [`note_unready`]).
+#[cold]
+#[inline(never)]
+fn note_touch(obj: ObjId, access: Access) {
     try_with(|k| {
         if let Some(mut st) = k.try_state() {
             st.touch_as(obj, access);
