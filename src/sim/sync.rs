@@ -312,11 +312,18 @@ impl Waiters {
         self.0.borrow_mut().remove(t);
     }
 
+    /// Wakes every waiter, in join order, and empties the list.
+    #[inline]
     fn wake_all(&self) {
-        let mut w = self.0.borrow_mut();
-        if w.is_empty() {
-            return;
+        // Checked in line: most wake-ups find no waiter.
+        if !self.0.borrow().is_empty() {
+            self.wake_listed();
         }
+    }
+
+    #[inline(never)]
+    fn wake_listed(&self) {
+        let mut w = self.0.borrow_mut();
         // Outside a run (a destructor after it ended) there is no one to wake.
         // Waking touches only the kernel state, never a wait list, so the list
         // stays borrowed and keeps its buffer for the next waiters.
