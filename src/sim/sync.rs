@@ -87,6 +87,28 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
     }
 }
 
+impl Preempt {
+    /// The task resumes at this point in a run that records a trace or
+    /// footprints: its operation is recorded now (out of line: bulk runs
+    /// never take this path).
+    #[cold]
+    #[inline(never)]
+    fn note_on_resume(&self) {
+        with(|k| {
+            let mut st = k.state();
+            let PointOp {
+                op, obj, access, ..
+            } = self.what;
+            if self.trace_on_resume {
+                st.trace_event(op, obj, None);
+            }
+            if let Some(access) = access {
+                st.touch_op(op, obj, access);
+            }
+        });
+    }
+}
+
 impl Future for Preempt {
     type Output = ();
     #[inline(always)]
@@ -94,18 +116,7 @@ impl Future for Preempt {
         if self.yielded {
             // Resumed: the task that chose this one already took the decision.
             if self.trace_on_resume || self.touch_on_resume {
-                with(|k| {
-                    let mut st = k.state();
-                    let PointOp {
-                        op, obj, access, ..
-                    } = self.what;
-                    if self.trace_on_resume {
-                        st.trace_event(op, obj, None);
-                    }
-                    if let Some(access) = access {
-                        st.touch_op(op, obj, access);
-                    }
-                });
+                self.note_on_resume();
             }
             return Poll::Ready(());
         }
