@@ -315,10 +315,12 @@ impl WaitList {
 }
 
 impl Waiters {
+    #[inline]
     fn add(&self, t: TaskId) {
         self.0.borrow_mut().push(t);
     }
 
+    #[inline]
     fn remove(&self, t: TaskId) {
         self.0.borrow_mut().remove(t);
     }
