@@ -293,6 +293,7 @@ impl State {
         self.strategy.on_block(t, now);
     }
 
+    #[inline]
     pub fn register(&mut self, kind: ObjKind, name: Name) -> ObjId {
         self.objects.push((kind, name));
         let id = ObjId(self.objects.len() as u32 - 1);
