@@ -16,7 +16,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 measure() { # strategy runs -> "instructions steps"
   valgrind --tool=callgrind --callgrind-out-file="$tmp/cg" \
-    target/release/lbsim run "$SCENARIO" --variant pre-8095 --runs "$2" --strategy "$1" \
+    "${CARGO_TARGET_DIR:-target}"/release/lbsim run "$SCENARIO" --variant pre-8095 --runs "$2" --strategy "$1" \
     -j 1 --no-plot --quiet --format json --out "$tmp/out" > "$tmp/json" 2> /dev/null
   local ir steps
   ir=$(grep -m1 '^summary:' "$tmp/cg" | awk '{print $2}')

@@ -23,7 +23,7 @@ use super::schedule::{Schedule, Step, StepKind};
 use super::strategy::{Choice, Pending, Point, RandomStrategy, Sched, Strategy};
 use super::task::{
     Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op, TASK_TABLE, TIMER_QUEUE, TaskId, TaskInfo,
-    TaskState, Use,
+    TaskNotes, TaskState, Use,
 };
 use super::timer_heap::TimerHeap;
 use super::trace::{Preemption, Trace, TraceEvent};
@@ -141,6 +141,9 @@ enum Next {
 pub(crate) struct State {
     pub now: u64,
     pub tasks: Vec<TaskInfo>,
+    /// Per task, what footprints note about it (empty when they are not
+    /// recorded).
+    notes: Vec<TaskNotes>,
     /// Runnable tasks, sorted by id.
     pub runnable: Vec<TaskId>,
     pub current: Option<TaskId>,
@@ -202,6 +205,7 @@ impl State {
         State {
             now: 0,
             tasks: Vec::new(),
+            notes: Vec::new(),
             runnable: Vec::new(),
             current: None,
             next: None,
@@ -274,7 +278,7 @@ impl State {
                 if let TaskState::Blocked(b) =
                     std::mem::replace(&mut info.state, TaskState::Runnable)
                 {
-                    info.resumed_from = Some(b);
+                    self.notes[t.index()].resumed_from = Some(b);
                 }
             } else {
                 info.state = TaskState::Runnable;
@@ -293,6 +297,7 @@ impl State {
         self.strategy.on_block(t, now);
     }
 
+    #[inline]
     pub fn register(&mut self, kind: ObjKind, name: Name) -> ObjId {
         self.objects.push((kind, name));
         let id = ObjId(self.objects.len() as u32 - 1);
@@ -317,17 +322,19 @@ impl State {
 
     /// The running task is at a `select` over these objects.
     pub fn note_select(&mut self, objs: impl Iterator<Item = ObjId>) {
-        if let Some(t) = self.current {
-            self.tasks[t.index()].pending = Some(Blocker::Select(objs.collect()));
+        if let Some(t) = self.current
+            && let Some(notes) = self.notes.get_mut(t.index())
+        {
+            notes.pending = Some(Blocker::Select(objs.collect()));
         }
     }
 
     /// What the next step of runnable task `t` would do with what it waits
     /// for.
     fn pending_of(&self, t: TaskId) -> Pending {
-        let info = &self.tasks[t.index()];
+        let notes = &self.notes[t.index()];
         let unready = |o: &ObjId| self.unready.get(o.0 as usize).copied().unwrap_or(false);
-        match info.resumed_from.as_ref().or(info.pending.as_ref()) {
+        match notes.resumed_from.as_ref().or(notes.pending.as_ref()) {
             Some(Blocker::On(Op::Lock, m)) if unready(m) => Pending::Held,
             Some(Blocker::On(Op::Lock, _)) => Pending::Acquire,
             Some(Blocker::On(Op::Get | Op::Wait | Op::Recv, o)) if unready(o) => Pending::Blocked,
@@ -369,7 +376,7 @@ impl State {
     /// re-checks what it waited on.
     #[cold]
     fn begin_step(&mut self, t: TaskId) {
-        if let Some(b) = self.tasks[t.index()].resumed_from.take() {
+        if let Some(b) = self.notes[t.index()].resumed_from.take() {
             match b {
                 // A lock records its own use once it knows whether it
                 // blocks again.
@@ -430,9 +437,10 @@ impl State {
             name,
             creator,
             state: TaskState::Runnable,
-            resumed_from: None,
-            pending: None,
         });
+        if self.footprint.is_some() {
+            self.notes.push(TaskNotes::default());
+        }
         self.touch(TASK_TABLE);
         self.insert_runnable(id);
         let now = self.now;
@@ -795,14 +803,14 @@ impl Kernel {
         if st.footprint.is_some()
             && let Some(t) = cur
         {
-            let info = &mut st.tasks[t.index()];
+            let notes = &mut st.notes[t.index()];
             match op {
                 Op::Lock | Op::Get | Op::Wait | Op::Recv => {
-                    info.pending = Some(Blocker::On(op, obj));
+                    notes.pending = Some(Blocker::On(op, obj));
                 }
                 // Noted by `select` itself, with all its cases.
                 Op::Select => {}
-                _ => info.pending = None,
+                _ => notes.pending = None,
             }
         }
         match self.decide::<false>(&mut st, cur) {
@@ -1057,6 +1065,7 @@ impl Sim {
         let st = State {
             now: 0,
             tasks,
+            notes: Vec::new(),
             runnable,
             current: None,
             next: None,

@@ -87,6 +87,28 @@ pub(crate) fn preempt_untraced(op: Op) -> Preempt {
     }
 }
 
+impl Preempt {
+    /// The task resumes at this point in a run that records a trace or
+    /// footprints: its operation is recorded now (out of line: bulk runs
+    /// never take this path).
+    #[cold]
+    #[inline(never)]
+    fn note_on_resume(&self) {
+        with(|k| {
+            let mut st = k.state();
+            let PointOp {
+                op, obj, access, ..
+            } = self.what;
+            if self.trace_on_resume {
+                st.trace_event(op, obj, None);
+            }
+            if let Some(access) = access {
+                st.touch_op(op, obj, access);
+            }
+        });
+    }
+}
+
 impl Future for Preempt {
     type Output = ();
     #[inline(always)]
@@ -94,18 +116,7 @@ impl Future for Preempt {
         if self.yielded {
             // Resumed: the task that chose this one already took the decision.
             if self.trace_on_resume || self.touch_on_resume {
-                with(|k| {
-                    let mut st = k.state();
-                    let PointOp {
-                        op, obj, access, ..
-                    } = self.what;
-                    if self.trace_on_resume {
-                        st.trace_event(op, obj, None);
-                    }
-                    if let Some(access) = access {
-                        st.touch_op(op, obj, access);
-                    }
-                });
+                self.note_on_resume();
             }
             return Poll::Ready(());
         }
@@ -147,6 +158,18 @@ fn block_on(waiters: &Waiters, blocker: Blocker) -> Block<'_> {
     }
 }
 
+/// Adds the current task to `waiters` and blocks it on `op` on `obj` (one
+/// kernel access for both). Out of line: the futures that call it stay
+/// small on their path that does not block.
+#[inline(never)]
+fn block_on_list(waiters: &Waiters, op: Op, obj: ObjId) {
+    with(|k| {
+        let mut st = k.state();
+        waiters.add(st.current.expect("called outside a task"));
+        st.block_current(Blocker::On(op, obj));
+    });
+}
+
 impl Future for Block<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
@@ -172,9 +195,16 @@ impl Future for Block<'_> {
 /// task whose next step would only block.
 #[inline]
 fn set_unready(obj: ObjId, unready: bool) {
-    if !footprints_on() {
-        return;
+    if footprints_on() {
+        note_unready(obj, unready);
     }
+}
+
+/// [`set_unready`] in a run that records footprints (out of line: the
+/// primitives that call it stay small in bulk runs).
+#[cold]
+#[inline(never)]
+fn note_unready(obj: ObjId, unready: bool) {
     try_with(|k| {
         if let Some(mut st) = k.try_state() {
             st.set_unready(obj, unready);
@@ -186,9 +216,16 @@ fn set_unready(obj: ObjId, unready: bool) {
 /// footprint (a Go atomic load, a non-blocking receive).
 #[inline]
 pub(crate) fn touch(obj: ObjId, access: Access) {
-    if !footprints_on() {
-        return;
+    if footprints_on() {
+        note_touch(obj, access);
     }
+}
+
+/// [`touch`] in a run that records footprints (out of line, as
+/// [`note_unready`]).
+#[cold]
+#[inline(never)]
+fn note_touch(obj: ObjId, access: Access) {
     try_with(|k| {
         if let Some(mut st) = k.try_state() {
             st.touch_as(obj, access);
@@ -209,7 +246,7 @@ fn register(kind: ObjKind, name: Name) -> ObjId {
 /// inline: most objects never have more waiters than that, and a wait then
 /// allocates nothing.
 #[derive(Default)]
-struct Waiters(RefCell<WaitList>);
+pub struct Waiters(RefCell<WaitList>);
 
 const INLINE_WAITERS: usize = 4;
 
@@ -278,19 +315,28 @@ impl WaitList {
 }
 
 impl Waiters {
+    #[inline]
     fn add(&self, t: TaskId) {
         self.0.borrow_mut().push(t);
     }
 
+    #[inline]
     fn remove(&self, t: TaskId) {
         self.0.borrow_mut().remove(t);
     }
 
+    /// Wakes every waiter, in join order, and empties the list.
+    #[inline]
     fn wake_all(&self) {
-        let mut w = self.0.borrow_mut();
-        if w.is_empty() {
-            return;
+        // Checked in line: most wake-ups find no waiter.
+        if !self.0.borrow().is_empty() {
+            self.wake_listed();
         }
+    }
+
+    #[inline(never)]
+    fn wake_listed(&self) {
+        let mut w = self.0.borrow_mut();
         // Outside a run (a destructor after it ended) there is no one to wake.
         // Waking touches only the kernel state, never a wait list, so the list
         // stays borrowed and keeps its buffer for the next waiters.
@@ -342,6 +388,13 @@ impl Mutex {
             mutex: self,
             point: PointOnce::new(point),
         }
+    }
+
+    /// The lock is held: the current task tries it and blocks on it.
+    #[inline(never)]
+    fn block(&self) {
+        touch(self.id, Access::Attempt);
+        block_on_list(&self.waiters, Op::Lock, self.id);
     }
 
     /// For footprints: the step took the lock, which now blocks a lock.
@@ -419,14 +472,7 @@ impl<'a> Future for Lock<'a> {
         // again): the lock is tried again.
         let mutex = self.mutex;
         if mutex.locked.get() {
-            touch(mutex.id, Access::Attempt);
-            with(|k| {
-                let mut st = k.state();
-                mutex
-                    .waiters
-                    .add(st.current.expect("called outside a task"));
-                st.block_current(Blocker::On(Op::Lock, mutex.id));
-            });
+            mutex.block();
             return Poll::Pending;
         }
         mutex.locked.set(true);
@@ -592,11 +638,7 @@ impl<T> Future for Get<'_, T> {
         if buf.closing.get() {
             return Poll::Ready(None);
         }
-        with(|k| {
-            let mut st = k.state();
-            buf.waiters.add(st.current.expect("called outside a task"));
-            st.block_current(Blocker::On(Op::Get, buf.id));
-        });
+        block_on_list(&buf.waiters, Op::Get, buf.id);
         Poll::Pending
     }
 }
@@ -688,13 +730,7 @@ impl Future for Wait<'_> {
         if event.fired.get() {
             return Poll::Ready(());
         }
-        with(|k| {
-            let mut st = k.state();
-            event
-                .waiters
-                .add(st.current.expect("called outside a task"));
-            st.block_current(Blocker::On(Op::Wait, event.id));
-        });
+        block_on_list(&event.waiters, Op::Wait, event.id);
         Poll::Pending
     }
 }
@@ -765,8 +801,9 @@ pub trait Selectable {
     fn obj(&self) -> ObjId;
     /// A receive would not block now.
     fn is_ready(&self) -> bool;
-    fn add_waiter(&self, t: TaskId);
-    fn remove_waiter(&self, t: TaskId);
+    /// The list of tasks blocked until a receive would not block.
+    #[doc(hidden)]
+    fn waiters(&self) -> &Waiters;
 }
 
 impl<T> Selectable for Unbounded<T> {
@@ -776,11 +813,8 @@ impl<T> Selectable for Unbounded<T> {
     fn is_ready(&self) -> bool {
         !self.items.borrow().is_empty() || self.closing.get()
     }
-    fn add_waiter(&self, t: TaskId) {
-        self.waiters.add(t);
-    }
-    fn remove_waiter(&self, t: TaskId) {
-        self.waiters.remove(t);
+    fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 }
 
@@ -791,11 +825,8 @@ impl Selectable for Event {
     fn is_ready(&self) -> bool {
         self.fired.get()
     }
-    fn add_waiter(&self, t: TaskId) {
-        self.waiters.add(t);
-    }
-    fn remove_waiter(&self, t: TaskId) {
-        self.waiters.remove(t);
+    fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 }
 
@@ -803,26 +834,58 @@ impl Selectable for Event {
 /// and returns the index of one ready case. As in Go, when several are ready
 /// the choice is random (here: made by the strategy and recorded). The
 /// caller then takes the value without blocking (`try_get`, `has_fired`).
-pub async fn select(cases: &[&dyn Selectable]) -> usize {
+pub fn select<'a>(cases: &'a [&'a dyn Selectable]) -> Select<'a> {
     assert!(
         !cases.is_empty() && cases.len() <= ObjSet::MAX,
         "select takes 1..=8 cases"
     );
-    if footprints_on() {
-        with(|k| {
-            let mut st = k.state();
-            st.note_select(cases.iter().map(|c| c.obj()));
-        });
-    }
     let mut point = preempt(Op::Select, cases[0].obj());
     point.what.access = Some(Access::Read);
-    point.await;
-    if footprints_on() {
-        for c in &cases[1..] {
-            touch(c.obj(), Access::Read);
-        }
+    Select {
+        cases,
+        point: PointOnce::new(point),
+        blocked: None,
     }
-    loop {
+}
+
+/// The future of [`select`] (written out by hand: an `async fn` costs more
+/// per poll). The preemption point, then, while no case is ready, a block on
+/// the wait lists of all the cases (one kernel access for all) until one of
+/// them wakes the task.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Select<'a> {
+    cases: &'a [&'a dyn Selectable],
+    point: PointOnce,
+    /// The task, while it is blocked on the cases' wait lists.
+    blocked: Option<TaskId>,
+}
+
+impl Future for Select<'_> {
+    type Output = usize;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        let cases = self.cases;
+        if !self.point.passed {
+            // The first poll: the task is at the select.
+            if !self.point.point.yielded && footprints_on() {
+                with(|k| {
+                    let mut st = k.state();
+                    st.note_select(cases.iter().map(|c| c.obj()));
+                });
+            }
+            if self.point.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if footprints_on() {
+                for c in &cases[1..] {
+                    touch(c.obj(), Access::Read);
+                }
+            }
+        } else if let Some(me) = self.blocked.take() {
+            // Woken: off every wait list, then the cases are checked again.
+            for c in cases {
+                c.waiters().remove(me);
+            }
+        }
         let mut ready = [0u8; ObjSet::MAX];
         let mut n = 0;
         for (i, c) in cases.iter().enumerate() {
@@ -833,40 +896,23 @@ pub async fn select(cases: &[&dyn Selectable]) -> usize {
         }
         if n > 0 {
             let k = if n > 1 { with(|k| k.choose(n)) } else { 0 };
-            return usize::from(ready[k]);
+            return Poll::Ready(usize::from(ready[k]));
         }
-        let me = SelectBlock { cases, me: None }.await;
-        for c in cases {
-            c.remove_waiter(me);
-        }
-    }
-}
-
-/// Joins the current task to the wait list of every case of a `select` and
-/// blocks it (one kernel access for all); completes with the task's id once
-/// it is woken.
-struct SelectBlock<'a, 'b> {
-    cases: &'a [&'b dyn Selectable],
-    me: Option<TaskId>,
-}
-
-impl Future for SelectBlock<'_, '_> {
-    type Output = TaskId;
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<TaskId> {
-        if let Some(me) = self.me {
-            return Poll::Ready(me);
-        }
-        let cases = self.cases;
         let me = with(|k| {
             let mut st = k.state();
             let me = st.current.expect("called outside a task");
-            for c in cases {
-                c.add_waiter(me);
-            }
-            st.block_current(Blocker::Select(cases.iter().map(|c| c.obj()).collect()));
+            // The task joins the wait lists in the cases' order.
+            let objs = cases
+                .iter()
+                .map(|c| {
+                    c.waiters().add(me);
+                    c.obj()
+                })
+                .collect();
+            st.block_current(Blocker::Select(objs));
             me
         });
-        self.me = Some(me);
+        self.blocked = Some(me);
         Poll::Pending
     }
 }

@@ -235,11 +235,16 @@ pub(crate) struct TaskInfo {
     pub name: super::name::Name,
     pub creator: Option<TaskId>,
     pub state: TaskState,
-    /// What the task was blocked on before its last wake, kept (only while
-    /// footprints are recorded) until it runs again: its next step re-checks
-    /// those objects.
+}
+
+/// What a run that records footprints keeps about a task besides its
+/// [`TaskInfo`] (apart from it: the task table of a bulk run stays small).
+#[derive(Default)]
+pub(crate) struct TaskNotes {
+    /// What the task was blocked on before its last wake, kept until it
+    /// runs again: its next step re-checks those objects.
     pub resumed_from: Option<Blocker>,
     /// What the operation at the task's preemption point waits for, if it
-    /// can block (kept only while footprints are recorded).
+    /// can block.
     pub pending: Option<Blocker>,
 }

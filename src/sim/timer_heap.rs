@@ -16,7 +16,10 @@ const NONE: u32 = u32::MAX;
 impl TimerHeap {
     pub fn push(&mut self, slot: u32, key: (u64, u64)) {
         let s = slot as usize;
-        if self.pos.len() <= s {
+        if self.pos.len() == s {
+            // Slots are handed out in order: usually the next one.
+            self.pos.push(NONE);
+        } else if self.pos.len() < s {
             self.pos.resize(s + 1, NONE);
         }
         debug_assert_eq!(self.pos[s], NONE, "slot {slot} is armed twice");
