@@ -592,7 +592,7 @@ fn client_failures_are_counted_and_kept_alike_whole_and_split() {
     let kept = |ex: &search::Exploration| -> Vec<(u64, String, String)> {
         ex.first_client_failures
             .iter()
-            .map(|f| (f.index, f.error.clone(), f.schedule.to_string()))
+            .map(|c| (c.found.index, c.error.clone(), c.found.schedule.to_string()))
             .collect()
     };
     let first = kept(&whole);

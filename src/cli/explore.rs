@@ -312,7 +312,8 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
             "\nclient expectations failed: {} schedules\n",
             ex.client_failures
         ));
-        for f in &ex.first_client_failures {
+        for c in &ex.first_client_failures {
+            let f = &c.found;
             let text = f.schedule.to_string();
             s.push_str(&format!(
                 "\nclient expectation failed at schedule #{} after {:.1} s ({} preemptions; outcome {})\n  {}\n  schedule: {text}\n  {}\n",
@@ -320,7 +321,7 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
                 f.after.as_secs_f64(),
                 f.preemptions,
                 f.outcome,
-                f.error,
+                c.error,
                 replay_command(&args.scenario, variant, &text)
             ));
         }
@@ -335,35 +336,25 @@ fn table(args: &ExploreArgs, name: &str, variant: Variant, ex: &Exploration) -> 
 }
 
 fn json(args: &ExploreArgs, name: &str, variant: Variant, seed: u64, ex: &Exploration) -> String {
-    let failures: Vec<serde_json::Value> = ex
-        .failures
-        .iter()
-        .map(|f| {
-            let text = f.schedule.to_string();
-            serde_json::json!({
-                "outcome": f.outcome.as_str(),
-                "index": f.index,
-                "after_s": f.after.as_secs_f64(),
-                "preemptions": f.preemptions,
-                "schedule": text,
-                "replay": replay_command(&args.scenario, variant, &text),
-            })
+    let found = |f: &search::Found| {
+        let text = f.schedule.to_string();
+        serde_json::json!({
+            "outcome": f.outcome.as_str(),
+            "index": f.index,
+            "after_s": f.after.as_secs_f64(),
+            "preemptions": f.preemptions,
+            "schedule": text,
+            "replay": replay_command(&args.scenario, variant, &text),
         })
-        .collect();
+    };
+    let failures: Vec<serde_json::Value> = ex.failures.iter().map(found).collect();
     let client: Vec<serde_json::Value> = ex
         .first_client_failures
         .iter()
-        .map(|f| {
-            let text = f.schedule.to_string();
-            serde_json::json!({
-                "outcome": f.outcome.as_str(),
-                "error": f.error,
-                "index": f.index,
-                "after_s": f.after.as_secs_f64(),
-                "preemptions": f.preemptions,
-                "schedule": text,
-                "replay": replay_command(&args.scenario, variant, &text),
-            })
+        .map(|c| {
+            let mut v = found(&c.found);
+            v["error"] = c.error.clone().into();
+            v
         })
         .collect();
     let v = serde_json::json!({

@@ -31,19 +31,13 @@ impl From<RunReport> for Ran {
     }
 }
 
-/// One schedule in which a client expectation failed, found by [`explore`].
+/// One schedule in which a client expectation failed, found by [`explore`]:
+/// the schedule (its outcome may be a failure too, or ok) and the first
+/// expectation that failed.
 #[derive(Clone, Debug)]
 pub struct ClientFound {
-    /// The run's outcome (a run may leak and fail an expectation too).
-    pub outcome: Outcome,
-    /// Index (0-based) of the schedule among those explored.
-    pub index: u64,
-    /// Time from the start of the search to the end of this schedule.
-    pub after: Duration,
-    pub preemptions: u64,
-    /// The first expectation that failed.
+    pub found: Found,
     pub error: String,
-    pub schedule: Schedule,
 }
 
 /// One failing schedule found by [`explore`].
@@ -235,12 +229,14 @@ fn drive<T: Into<Ran>>(
             ex.client_failures += 1;
             if ex.first_client_failures.len() < limits.keep {
                 ex.first_client_failures.push(ClientFound {
-                    outcome: report.outcome,
-                    after: limits.start.elapsed(),
-                    index: ex.schedules,
-                    preemptions: report.preemptions,
+                    found: Found {
+                        outcome: report.outcome,
+                        after: limits.start.elapsed(),
+                        index: ex.schedules,
+                        preemptions: report.preemptions,
+                        schedule: report.schedule.clone().expect("recording was on"),
+                    },
                     error,
-                    schedule: report.schedule.clone().expect("recording was on"),
                 });
             }
         }
@@ -407,7 +403,7 @@ where
         ex.client_failures += part.client_failures;
         for mut f in part.first_client_failures {
             if ex.first_client_failures.len() < keep {
-                f.index += ex.schedules;
+                f.found.index += ex.schedules;
                 ex.first_client_failures.push(f);
             }
         }
