@@ -28,7 +28,7 @@ use crate::grpc::balancer::{
 use crate::grpc::clientconn::ChannelCore;
 use crate::grpc::connectivity::ConnectivityState;
 use crate::net::Connection;
-use crate::sim::{self, Event, Mutex, after_func, select};
+use crate::sim::{self, Event, Mutex, after_func_fire, select};
 
 /// `backoff.Config`.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,11 +216,7 @@ impl AddrConn {
             // `time.NewTimer(backoffFor)` raced against the context.
             let id = self.id;
             let expired = Rc::new(Event::new(id.name(&["sc", ".backoff"])));
-            let e = expired.clone();
-            let timer = after_func(backoff_for, "addrConn.backoff", async move {
-                e.fire().await;
-            })
-            .await;
+            let timer = after_func_fire(backoff_for, "addrConn.backoff", expired.clone()).await;
             if select(&[&*expired, &*self.ctx]).await == 1 {
                 timer.stop().await;
                 return;
