@@ -261,6 +261,16 @@ impl SubConnState {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct SubConnId(pub u32);
 
+impl SubConnId {
+    /// The name `{parts[0]}{n}{parts[1]}` for this id's number `n`, without
+    /// an allocation: `parts[0]` ends with the `sc` of the id's text, e.g.
+    /// `id.name(&["sc", ".mu"])` reads `sc7.mu`.
+    pub fn name(self, parts: &'static [&'static str; 2]) -> crate::sim::Name {
+        debug_assert!(parts[0].ends_with("sc"));
+        crate::sim::Name::indexed(parts, u64::from(self.0))
+    }
+}
+
 impl fmt::Display for SubConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sc{}", self.0)

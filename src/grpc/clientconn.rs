@@ -62,7 +62,9 @@ use crate::grpc::serializer::{CallbackSerializer, Ctx, serializer_names};
 use crate::grpc::subconn::{AddrConn, ConnectParams};
 use crate::grpc::xds::{ResourceResolver, XdsClient, XdsResolver};
 use crate::net::Network;
-use crate::sim::{self, Event, GoMap, Mutex, Timer, Unbounded, after_func, select};
+use crate::sim::{
+    self, Event, GoMap, Mutex, Timer, Unbounded, after_func, after_func_fire, select,
+};
 
 /// The child policy under each priority's outlier_detection.
 pub const LEAF_POLICY: &str = crate::grpc::leaf::ROUND_ROBIN;
@@ -1096,11 +1098,7 @@ impl ClientConn {
             return self.rpc_with_ctx(&ctx, wait_for_ready, hash_key).await;
         };
         let ctx = Rc::new(Event::new("rpc.ctx"));
-        let c = ctx.clone();
-        let timer = after_func(d, "rpc.deadline", async move {
-            c.fire().await;
-        })
-        .await;
+        let timer = after_func_fire(d, "rpc.deadline", ctx.clone()).await;
         let r = self.rpc_with_ctx(&ctx, wait_for_ready, hash_key).await;
         timer.stop().await;
         r

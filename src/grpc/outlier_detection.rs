@@ -184,7 +184,7 @@ impl OutlierDetection {
         });
         let runner = b.clone();
         sim::go(
-            Name::lazy(move || format!("outlier_detection.run[od{instance}]")),
+            Name::indexed(&["outlier_detection.run[od", "]"], u64::from(instance)),
             async move {
                 runner.run().await;
             },

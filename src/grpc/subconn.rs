@@ -28,8 +28,7 @@ use crate::grpc::balancer::{
 use crate::grpc::clientconn::ChannelCore;
 use crate::grpc::connectivity::ConnectivityState;
 use crate::net::Connection;
-use crate::sim::Name;
-use crate::sim::{self, Event, Mutex, after_func, select};
+use crate::sim::{self, Event, Mutex, after_func_fire, select};
 
 /// `backoff.Config`.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,8 +147,8 @@ impl AddrConn {
             id,
             addrs,
             cc,
-            ctx: Rc::new(Event::new(Name::lazy(move || format!("{id}.ctx")))),
-            mu: Mutex::new(Name::lazy(move || format!("{id}.mu"))),
+            ctx: Rc::new(Event::new(id.name(&["sc", ".ctx"]))),
+            mu: Mutex::new(id.name(&["sc", ".mu"])),
             st: RefCell::new(AcState {
                 state: ConnectivityState::Idle,
                 transport: None,
@@ -157,10 +156,10 @@ impl AddrConn {
                 backoff_idx: 0,
             }),
             state_listener: RefCell::new(state_listener),
-            health_mu: Mutex::new(Name::lazy(move || format!("{id}.healthMu"))),
+            health_mu: Mutex::new(id.name(&["sc", ".healthMu"])),
             health_gen: Cell::new(0),
             health_state: Cell::new(ConnectivityState::Idle),
-            producers_mu: Mutex::new(Name::lazy(move || format!("{id}.producersMu"))),
+            producers_mu: Mutex::new(id.name(&["sc", ".producersMu"])),
             me: me.clone(),
         })
     }
@@ -216,12 +215,8 @@ impl AddrConn {
 
             // `time.NewTimer(backoffFor)` raced against the context.
             let id = self.id;
-            let expired = Rc::new(Event::new(Name::lazy(move || format!("{id}.backoff"))));
-            let e = expired.clone();
-            let timer = after_func(backoff_for, "addrConn.backoff", async move {
-                e.fire().await;
-            })
-            .await;
+            let expired = Rc::new(Event::new(id.name(&["sc", ".backoff"])));
+            let timer = after_func_fire(backoff_for, "addrConn.backoff", expired.clone()).await;
             if select(&[&*expired, &*self.ctx]).await == 1 {
                 timer.stop().await;
                 return;
@@ -289,7 +284,7 @@ impl AddrConn {
         // `hctx`: cancelled by onClose, so a connection lost before it was
         // stored is noticed below.
         let id = self.id;
-        let hctx = Rc::new(Event::new(Name::lazy(move || format!("{id}.hctx"))));
+        let hctx = Rc::new(Event::new(id.name(&["sc", ".hctx"])));
         let Some(backend) = cc.network.get(&addr.addr) else {
             return Err(GrpcError::new(format!(
                 "connection error: desc = \"transport: Error while dialing: dial tcp {}: connect: connection refused\"",
@@ -300,13 +295,10 @@ impl AddrConn {
 
         // The transport's reader goroutine, started inside NewHTTP2Client.
         let (me, c, h) = (self.clone(), conn.clone(), hctx.clone());
-        sim::go(
-            Name::lazy(move || format!("transport.reader[{id}]")),
-            async move {
-                c.closed().wait().await;
-                me.on_transport_close(&h).await;
-            },
-        )
+        sim::go(id.name(&["transport.reader[sc", "]"]), async move {
+            c.closed().wait().await;
+            me.on_transport_close(&h).await;
+        })
         .await;
 
         let g = self.mu.lock().await;
@@ -457,11 +449,7 @@ impl SubConn for AddrConn {
         Box::pin(async move {
             let me = self.rc();
             let id = self.id;
-            sim::go(
-                Name::lazy(move || format!("addrConn.connect[{id}]")),
-                me.connect_task(),
-            )
-            .await;
+            sim::go(id.name(&["addrConn.connect[sc", "]"]), me.connect_task()).await;
         })
     }
 

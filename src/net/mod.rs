@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::grpc::GrpcError;
 use crate::sim::Name;
 use crate::sim::dist::Dist;
-use crate::sim::{self, Event, after_func, select};
+use crate::sim::{self, Event, after_func_fire, select};
 
 /// What a connection attempt to a backend whose listener is down meets.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,11 +108,7 @@ impl Connection {
         };
         let latency = backend.sample(&backend.cfg.rpc_latency);
         let response = Rc::new(Event::new("rpc.response"));
-        let r = response.clone();
-        let timer = after_func(latency, "rpc.response", async move {
-            r.fire().await;
-        })
-        .await;
+        let timer = after_func_fire(latency, "rpc.response", response.clone()).await;
         let which = match ctx {
             Some(ctx) => select(&[&self.closed, &*response, ctx]).await,
             None => select(&[&self.closed, &*response]).await,
@@ -239,11 +235,7 @@ impl Backend {
         let timed_out = wait > remaining;
         let wait = wait.min(remaining);
         let finished = Rc::new(Event::new("dial.finished"));
-        let f = finished.clone();
-        let timer = after_func(wait, "dial", async move {
-            f.fire().await;
-        })
-        .await;
+        let timer = after_func_fire(wait, "dial", finished.clone()).await;
         if select(&[ctx, &*finished]).await == 0 {
             timer.stop().await;
             return Err(GrpcError::new("context canceled"));
@@ -298,13 +290,10 @@ impl Backend {
                 (None, Some(r)) => (r, false),
             };
             let tick = Rc::new(Event::new("backend.health.tick"));
-            let t2 = tick.clone();
-            let timer = after_func(
+            let timer = after_func_fire(
                 at.saturating_sub(sim::now()),
                 "backend.health",
-                async move {
-                    t2.fire().await;
-                },
+                tick.clone(),
             )
             .await;
             if select(&[&self.stopped, &*tick]).await == 0 {

@@ -30,7 +30,7 @@ pub use sync::{
     Unbounded, go_order, oneshot, select,
 };
 pub use task::{Access, ObjId, Op, TaskId, Use};
-pub use time::{MS, NS, SEC, Timer, US, after_func, now, sleep};
+pub use time::{MS, NS, SEC, Timer, US, after_func, after_func_fire, now, sleep};
 pub use trace::{Preemption, Trace, TraceEvent};
 
 use rand::Rng as _;

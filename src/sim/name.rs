@@ -15,6 +15,8 @@ enum Repr {
     Static(&'static str),
     Shared(Rc<str>),
     Lazy(Rc<dyn Fn() -> String>),
+    /// `parts[0]`, the number, `parts[1]`: no allocation to make one.
+    Indexed(&'static [&'static str; 2], u64),
 }
 
 impl Name {
@@ -24,12 +26,20 @@ impl Name {
         Name(Repr::Lazy(Rc::new(f)))
     }
 
+    /// The name `{parts[0]}{n}{parts[1]}`, formatted when it is shown, e.g.
+    /// `Name::indexed(&["sc", ".mu"], 7)` for `sc7.mu`. Unlike
+    /// [`Name::lazy`] it allocates nothing.
+    pub fn indexed(parts: &'static [&'static str; 2], n: u64) -> Self {
+        Name(Repr::Indexed(parts, n))
+    }
+
     /// The name as text.
     pub fn render(&self) -> Rc<str> {
         match &self.0 {
             Repr::Static(s) => Rc::from(*s),
             Repr::Shared(s) => s.clone(),
             Repr::Lazy(f) => Rc::from(f()),
+            Repr::Indexed(..) => Rc::from(self.to_string()),
         }
     }
 }
@@ -40,6 +50,7 @@ impl fmt::Display for Name {
             Repr::Static(s) => f.write_str(s),
             Repr::Shared(s) => f.write_str(s),
             Repr::Lazy(g) => f.write_str(&g()),
+            Repr::Indexed([before, after], n) => write!(f, "{before}{n}{after}"),
         }
     }
 }
@@ -94,5 +105,8 @@ mod tests {
         assert_eq!(calls.get(), 2);
         assert_eq!(&*Name::from("main").render(), "main");
         assert_eq!(Name::from(String::from("x")).to_string(), "x");
+        let indexed = Name::indexed(&["transport.reader[sc", "]"], 12);
+        assert_eq!(&*indexed.render(), "transport.reader[sc12]");
+        assert_eq!(format!("{indexed:?}"), "\"transport.reader[sc12]\"");
     }
 }

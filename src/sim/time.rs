@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::executor::{LocalFut, TimerAction, with};
 use super::name::Name;
-use super::sync::{block, current, preempt};
+use super::sync::{Event, block, current, preempt};
 use super::task::{Access, Blocker, CLOCK, NO_OBJ, ObjId, ObjKind, Op};
 
 pub const NS: u64 = 1;
@@ -35,11 +35,18 @@ pub async fn sleep(d: u64) {
     block(Blocker::On(Op::Sleep, NO_OBJ)).await;
 }
 
-/// A timer armed by [`after_func`].
+/// A timer armed by [`after_func`] or [`after_func_fire`].
 pub struct Timer {
     slot: u32,
     obj: ObjId,
-    fired: Rc<Cell<bool>>,
+    /// Set when the callback task is launched; `None` for a timer from
+    /// [`after_func_fire`], whose event tells instead.
+    fired: Option<Rc<Cell<bool>>>,
+}
+
+thread_local! {
+    /// The launch flag the kernel sets for timers nobody asks about.
+    static UNREAD: Rc<Cell<bool>> = Rc::new(Cell::new(false));
 }
 
 /// `time.AfterFunc(d, f)`: after `d`, `f` runs in a new task named `name`.
@@ -51,13 +58,35 @@ where
 {
     let name = name.into();
     let fut: LocalFut = Box::pin(f);
-    after_func_boxed(d, name, fut)
+    after_func_boxed(d, name, fut, true)
 }
 
-async fn after_func_boxed(d: u64, name: Name, fut: LocalFut) -> Timer {
+/// `time.AfterFunc(d, f)` where `f` fires `event`: the Go pattern of a
+/// timer a task waits for (`time.NewTimer` and a `select` on its channel,
+/// a context deadline). The same kernel calls as [`after_func`] with
+/// `async move { event.fire().await }`, without a launch flag to allocate:
+/// the returned timer's [`Timer::has_fired`] is not available.
+pub fn after_func_fire(
+    d: u64,
+    name: impl Into<Name>,
+    event: Rc<Event>,
+) -> impl Future<Output = Timer> {
+    let name = name.into();
+    let fut: LocalFut = Box::pin(async move {
+        event.fire().await;
+    });
+    after_func_boxed(d, name, fut, false)
+}
+
+async fn after_func_boxed(d: u64, name: Name, fut: LocalFut, flag: bool) -> Timer {
     let obj = with(|k| k.state().register(ObjKind::Timer, name.clone()));
     preempt(Op::TimerStart, obj).await;
-    let fired = Rc::new(Cell::new(false));
+    let (fired, kept) = if flag {
+        let f = Rc::new(Cell::new(false));
+        (f.clone(), Some(f))
+    } else {
+        (UNREAD.with(Rc::clone), None)
+    };
     let slot = with(|k| {
         let mut st = k.state();
         let deadline = st.now.saturating_add(d);
@@ -69,11 +98,15 @@ async fn after_func_boxed(d: u64, name: Name, fut: LocalFut) -> Timer {
                 name,
                 creator,
                 fut,
-                fired: fired.clone(),
+                fired,
             },
         )
     });
-    Timer { slot, obj, fired }
+    Timer {
+        slot,
+        obj,
+        fired: kept,
+    }
 }
 
 impl Timer {
@@ -84,9 +117,14 @@ impl Timer {
         with(|k| k.state().stop_timer(self.slot))
     }
 
-    /// Whether the callback task has been launched.
+    /// Whether the callback task has been launched. Not for a timer from
+    /// [`after_func_fire`] (ask its event).
     pub fn has_fired(&self) -> bool {
+        let fired = self
+            .fired
+            .as_ref()
+            .expect("a timer from after_func_fire: ask its event");
         super::sync::touch(self.obj, super::task::Access::Read);
-        self.fired.get()
+        fired.get()
     }
 }
