@@ -114,10 +114,14 @@ pub struct Timed {
     rng: ChaCha8Rng,
     /// Earliest time each task can run its next step.
     ready_at: Vec<u64>,
-    /// Time each processor becomes free, in ascending order. Processors
-    /// are interchangeable: only the multiset of these times matters, so
-    /// the one free first is always the head.
+    /// Time each processor becomes free, in ascending order from `head`
+    /// round the ring. Processors are interchangeable: only the multiset of
+    /// these times matters, so the one free first is always the head. A
+    /// step usually ends after every other processor is free: the head then
+    /// moves round the ring without moving any time.
     procs: Vec<u64>,
+    /// Index in `procs` of the least free time.
+    head: usize,
     runnext: Option<RunNext>,
     /// `model.pause_prob > 0`: each step draws whether it pauses.
     pause_draw: bool,
@@ -147,6 +151,7 @@ impl Timed {
             rng: rng::rng(0, rng::STREAM_TIMING),
             ready_at: Vec::new(),
             procs: vec![0; p],
+            head: 0,
         }
     }
 }
@@ -164,16 +169,32 @@ fn unit_threshold(p: f64) -> u64 {
 
 impl Timed {
     /// The processor free first runs a step until `end` (not before its
-    /// free time): its entry moves up to keep the times sorted.
+    /// free time): the head leaves the ring, and `end` goes in at the place
+    /// that keeps the times sorted, found from the tail.
     #[inline(always)]
     fn occupy_first_proc(&mut self, end: u64) {
         let procs = &mut self.procs[..];
-        let mut i = 0;
-        while i + 1 < procs.len() && procs[i + 1] < end {
-            procs[i] = procs[i + 1];
-            i += 1;
+        let n = procs.len();
+        // The head's slot is the ring's last once the head moves on.
+        let mut slot = self.head;
+        let head = if slot + 1 == n { 0 } else { slot + 1 };
+        self.head = head;
+        while slot != head {
+            let prev = if slot == 0 { n - 1 } else { slot - 1 };
+            let t = procs[prev];
+            if t <= end {
+                break;
+            }
+            procs[slot] = t;
+            slot = prev;
         }
-        procs[i] = end;
+        procs[slot] = end;
+    }
+
+    /// The free time of the processor free first.
+    #[inline(always)]
+    fn first_proc_free(&self) -> u64 {
+        self.procs[self.head]
     }
 
     /// [`Strategy::next_task`] at a point given by its parts (see
@@ -187,7 +208,7 @@ impl Timed {
         now: u64,
     ) -> Decision {
         // The processor free first: the head of the sorted free times.
-        let proc_free = self.procs[0];
+        let proc_free = self.first_proc_free();
         // Every step starts at the earliest when a processor is free and not
         // in the past; the one that can start first runs. Ties go to the
         // running task (no switch), then to the lowest id.
@@ -260,6 +281,7 @@ impl Strategy for Timed {
         self.rng = rng::rng(seed, rng::STREAM_TIMING);
         self.ready_at.clear();
         self.procs.iter_mut().for_each(|p| *p = 0);
+        self.head = 0;
         if let Some(rn) = &mut self.runnext {
             rn.running = None;
             rn.slot.clear();
@@ -357,14 +379,16 @@ mod tests {
                     .enumerate()
                     .min_by_key(|&(_, v)| v)
                     .expect("one processor at least");
-                assert_eq!(t.procs[0], least);
+                assert_eq!(t.first_proc_free(), least);
                 // Ends often tie with other processors' free times.
                 let end = least + rng::below(&mut r, 4) as u64 * 100;
                 naive[i] = end;
                 t.occupy_first_proc(end);
                 let mut sorted = naive.clone();
                 sorted.sort_unstable();
-                assert_eq!(t.procs, sorted);
+                let n = t.procs.len();
+                let ring: Vec<u64> = (0..n).map(|k| t.procs[(t.head + k) % n]).collect();
+                assert_eq!(ring, sorted);
             }
         }
     }
