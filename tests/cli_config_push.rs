@@ -10,8 +10,10 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
+
+mod common;
+use common::run_ok;
 
 /// s0 serves p0 and s1 p1; the client pushes `STEP`, waits until an RPC
 /// reaches s1, and expects the next RPC to reach s1 as well.
@@ -52,10 +54,6 @@ const NO_PUSH: &str = r#"{ op = "sleep", for = "1ms" }"#;
 /// these tests are about.
 const VARIANTS: &str = "pr-8095,a115";
 
-fn lbsim() -> Command {
-    Command::cargo_bin("lbsim").unwrap()
-}
-
 const WAIT: &str = r#"  { op = "rpc_until", backend = "s1", timeout = "10s" },
 "#;
 
@@ -68,22 +66,27 @@ fn write_scenario(dir: &Path, text: &str) -> String {
 /// `lbsim run` over 50 random schedules; one JSON summary per variant.
 fn run(dir: &Path, scenario: &str) -> Vec<Value> {
     let out = dir.join("out");
-    let out = lbsim()
-        .args(["run", scenario, "--runs", "50", "--strategy", "random"])
-        .args(["--seed", "1", "--variant", VARIANTS, "--format", "json"])
-        .args(["--no-plot", "--quiet", "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summaries: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let summaries: Vec<Value> = run_ok(&[
+        "run",
+        scenario,
+        "--runs",
+        "50",
+        "--strategy",
+        "random",
+        "--seed",
+        "1",
+        "--variant",
+        VARIANTS,
+        "--format",
+        "json",
+        "--no-plot",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
     assert_eq!(summaries.len(), 2);
     summaries
 }
@@ -92,32 +95,20 @@ fn run(dir: &Path, scenario: &str) -> Vec<Value> {
 /// file) and the trace.
 fn replay(dir: &Path, scenario: &str, variant: &str, seed: u64) -> (String, String) {
     let trace = dir.join(format!("{variant}-{seed}.trace"));
-    let out = lbsim()
-        .args([
-            "replay",
-            scenario,
-            "--variant",
-            variant,
-            "--strategy",
-            "random",
-        ])
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--trace",
-            trace.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        std::fs::read_to_string(trace).unwrap(),
-    )
+    let seed = seed.to_string();
+    let printed = run_ok(&[
+        "replay",
+        scenario,
+        "--variant",
+        variant,
+        "--strategy",
+        "random",
+        "--seed",
+        &seed,
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    (printed, std::fs::read_to_string(trace).unwrap())
 }
 
 /// Every run ends cleanly and meets every expectation of the client, and
