@@ -725,18 +725,17 @@ pub fn merge(files: &[SummaryFile], allow_missing: bool) -> Result<Merged, Repor
         m.steps = sum(|r| r.steps);
         m.preemptions = sum(|r| r.preemptions);
         m.client_failures = merge_client_failures(&g)?;
-        let fc = g
-            .iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.first_client_failure_index.is_some())
-            .min_by_key(|r| r.first_client_failure_index);
+        // The shard whose first (client) failure has the smallest index.
+        let earliest = |index: fn(&SummaryRow) -> Option<u64>| {
+            g.iter()
+                .map(|(_, r)| r)
+                .filter(|r| index(r).is_some())
+                .min_by_key(|r| index(r))
+        };
+        let fc = earliest(|r| r.first_client_failure_index);
         m.first_client_failure_index = fc.and_then(|r| r.first_client_failure_index);
         m.first_client_failure_seed = fc.and_then(|r| r.first_client_failure_seed);
-        let ff = g
-            .iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.first_failure_index.is_some())
-            .min_by_key(|r| r.first_failure_index);
+        let ff = earliest(|r| r.first_failure_index);
         m.first_failure_index = ff.and_then(|r| r.first_failure_index);
         m.first_failure_seed = ff.and_then(|r| r.first_failure_seed);
         m.first_failure_oracle = ff.and_then(|r| r.first_failure_oracle.clone());
