@@ -123,7 +123,8 @@ pub(crate) enum TimerAction {
         name: Name,
         creator: Option<TaskId>,
         fut: LocalFut,
-        fired: Rc<Cell<bool>>,
+        /// Set when the task is launched, if anyone asks.
+        fired: Option<Rc<Cell<bool>>>,
     },
 }
 
@@ -541,7 +542,9 @@ impl State {
                 fut,
                 fired,
             } => {
-                fired.set(true);
+                if let Some(fired) = fired {
+                    fired.set(true);
+                }
                 let id = self.spawn_task(name, creator);
                 self.strategy.timer_woke(id);
                 let (time, task) = (self.now, Some(id));

@@ -44,11 +44,6 @@ pub struct Timer {
     fired: Option<Rc<Cell<bool>>>,
 }
 
-thread_local! {
-    /// The launch flag the kernel sets for timers nobody asks about.
-    static UNREAD: Rc<Cell<bool>> = Rc::new(Cell::new(false));
-}
-
 /// `time.AfterFunc(d, f)`: after `d`, `f` runs in a new task named `name`.
 /// The timer start is a preemption point. `f` is boxed at once (see
 /// [`super::go`]).
@@ -81,12 +76,7 @@ pub fn after_func_fire(
 async fn after_func_boxed(d: u64, name: Name, fut: LocalFut, flag: bool) -> Timer {
     let obj = with(|k| k.state().register(ObjKind::Timer, name.clone()));
     preempt(Op::TimerStart, obj).await;
-    let (fired, kept) = if flag {
-        let f = Rc::new(Cell::new(false));
-        (f.clone(), Some(f))
-    } else {
-        (UNREAD.with(Rc::clone), None)
-    };
+    let fired = flag.then(|| Rc::new(Cell::new(false)));
     let slot = with(|k| {
         let mut st = k.state();
         let deadline = st.now.saturating_add(d);
@@ -98,15 +88,11 @@ async fn after_func_boxed(d: u64, name: Name, fut: LocalFut, flag: bool) -> Time
                 name,
                 creator,
                 fut,
-                fired,
+                fired: fired.clone(),
             },
         )
     });
-    Timer {
-        slot,
-        obj,
-        fired: kept,
-    }
+    Timer { slot, obj, fired }
 }
 
 impl Timer {
