@@ -17,7 +17,7 @@ const RUNS: u64 = 5_000;
 
 /// The same allocator as the `lbsim` binary, so the figures match `lbsim run`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn runs(c: &mut Criterion) {
     let path = concat!(
