@@ -1,8 +1,10 @@
 //! Whole runs per second of the flagship scenario through the experiment
 //! runner (`model_for`, as `lbsim run` uses it), with `--jobs 2`, per strategy.
 //!
-//! `cargo bench --bench runs`: the gRPC model of the flagship scenario,
-//! `pre-8095`, through the same runner as `lbsim run`.
+//! `cargo bench --bench runs --profile release`: the gRPC model of the
+//! flagship scenario, `pre-8095`, through the same runner as `lbsim run`,
+//! built as `lbsim` is (one unit, fat LTO; the bench profile leaves LTO out
+//! to keep `cargo test --release` quick).
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
