@@ -1010,13 +1010,7 @@ impl<K: Ord + Clone, V> GoMap<K, V> {
 
     /// Entries in Go's random iteration order.
     pub fn iter_go_order(&self) -> Vec<(K, &V)> {
-        self.keys_go_order()
-            .into_iter()
-            .map(|k| {
-                let v = &self.map[&k];
-                (k, v)
-            })
-            .collect()
+        go_order(self.map.iter().map(|(k, v)| (k.clone(), v)).collect())
     }
 
     /// Entries in key order, for reports and assertions (not Go's order).
@@ -1026,13 +1020,7 @@ impl<K: Ord + Clone, V> GoMap<K, V> {
 
     /// Takes every entry out, in Go's random order.
     pub fn drain_go_order(&mut self) -> Vec<(K, V)> {
-        let keys = self.keys_go_order();
-        keys.into_iter()
-            .map(|k| {
-                let v = self.map.remove(&k).expect("key listed");
-                (k, v)
-            })
-            .collect()
+        go_order(std::mem::take(&mut self.map).into_iter().collect())
     }
 }
 
@@ -1067,5 +1055,49 @@ mod tests {
             assert!(list.iter().eq(model.iter().copied()));
             assert_eq!(list.is_empty(), model.is_empty());
         }
+    }
+
+    /// Keys, entries and a drain of the same map under the same seed come
+    /// in one order: the shuffle of the sorted keys, one draw per entry
+    /// after the first, and the values stay with their keys.
+    #[test]
+    fn a_go_map_lists_keys_entries_and_drains_in_one_shuffled_order() {
+        use crate::sim::strategy::RandomStrategy;
+        use crate::sim::{RunConfig, Sim};
+        let order = |seed: u64, how: u8| {
+            let out = Rc::new(RefCell::new(Vec::new()));
+            let o = out.clone();
+            let mut simu = Sim::new(Box::new(RandomStrategy::new()));
+            simu.run(&RunConfig::new(seed), async move {
+                let mut m = GoMap::new();
+                for k in 0..12u32 {
+                    m.insert(k, k * 10);
+                }
+                let got: Vec<(u32, u32)> = match how {
+                    0 => m.keys_go_order().into_iter().map(|k| (k, k * 10)).collect(),
+                    1 => m
+                        .iter_go_order()
+                        .into_iter()
+                        .map(|(k, v)| (k, *v))
+                        .collect(),
+                    _ => {
+                        let all = m.drain_go_order();
+                        assert!(m.is_empty());
+                        all
+                    }
+                };
+                *o.borrow_mut() = got;
+            });
+            out.take()
+        };
+        let mut shuffled = 0;
+        for seed in 0..20 {
+            let keys = order(seed, 0);
+            assert_eq!(keys.len(), 12);
+            assert_eq!(order(seed, 1), keys, "seed {seed}");
+            assert_eq!(order(seed, 2), keys, "seed {seed}");
+            shuffled += usize::from(keys.windows(2).any(|w| w[0].0 > w[1].0));
+        }
+        assert!(shuffled > 15, "orders are drawn, not sorted: {shuffled}");
     }
 }
