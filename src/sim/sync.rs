@@ -1068,7 +1068,7 @@ mod tests {
             let out = Rc::new(RefCell::new(Vec::new()));
             let o = out.clone();
             let mut simu = Sim::new(Box::new(RandomStrategy::new()));
-            simu.run(&RunConfig::new(seed), async move {
+            let report = simu.run(&RunConfig::new(seed), async move {
                 let mut m = GoMap::new();
                 for k in 0..12u32 {
                     m.insert(k, k * 10);
@@ -1088,6 +1088,12 @@ mod tests {
                 };
                 *o.borrow_mut() = got;
             });
+            assert_eq!(
+                report.outcome,
+                crate::sim::Outcome::Ok,
+                "{}",
+                report.describe()
+            );
             out.take()
         };
         let mut shuffled = 0;
