@@ -158,15 +158,17 @@ fn block_on(waiters: &Waiters, blocker: Blocker) -> Block<'_> {
     }
 }
 
-/// Adds the current task to `waiters` and blocks it on `op` on `obj` (one
-/// kernel access for both). Out of line: the futures that call it stay
+/// Adds the current task to `waiters`, if any, and blocks it on `blocker`
+/// (one kernel access for both). Out of line: the futures that call it stay
 /// small on their path that does not block.
 #[inline(never)]
-fn block_on_list(waiters: &Waiters, op: Op, obj: ObjId) {
+fn block_current_on(waiters: Option<&Waiters>, blocker: Blocker) {
     with(|k| {
         let mut st = k.state();
-        waiters.add(st.current.expect("called outside a task"));
-        st.block_current(Blocker::On(op, obj));
+        if let Some(w) = waiters {
+            w.add(st.current.expect("called outside a task"));
+        }
+        st.block_current(blocker);
     });
 }
 
@@ -175,14 +177,7 @@ impl Future for Block<'_> {
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         match self.blocker.take() {
             Some(b) => {
-                let waiters = self.waiters;
-                with(|k| {
-                    let mut st = k.state();
-                    if let Some(w) = waiters {
-                        w.add(st.current.expect("called outside a task"));
-                    }
-                    st.block_current(b);
-                });
+                block_current_on(self.waiters, b);
                 Poll::Pending
             }
             None => Poll::Ready(()),
@@ -394,7 +389,7 @@ impl Mutex {
     #[inline(never)]
     fn block(&self) {
         touch(self.id, Access::Attempt);
-        block_on_list(&self.waiters, Op::Lock, self.id);
+        block_current_on(Some(&self.waiters), Blocker::On(Op::Lock, self.id));
     }
 
     /// For footprints: the step took the lock, which now blocks a lock.
@@ -638,7 +633,7 @@ impl<T> Future for Get<'_, T> {
         if buf.closing.get() {
             return Poll::Ready(None);
         }
-        block_on_list(&buf.waiters, Op::Get, buf.id);
+        block_current_on(Some(&buf.waiters), Blocker::On(Op::Get, buf.id));
         Poll::Pending
     }
 }
@@ -730,7 +725,7 @@ impl Future for Wait<'_> {
         if event.fired.get() {
             return Poll::Ready(());
         }
-        block_on_list(&event.waiters, Op::Wait, event.id);
+        block_current_on(Some(&event.waiters), Blocker::On(Op::Wait, event.id));
         Poll::Pending
     }
 }
