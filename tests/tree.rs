@@ -13,7 +13,7 @@ use lbsim::grpc::balancer::{
 use lbsim::grpc::clientconn::{ChannelOptions, ClientConn, NameGenerator, build_priority_config};
 use lbsim::grpc::connectivity::ConnectivityState;
 use lbsim::grpc::priority::{self, LbConfig};
-use lbsim::grpc::serializer::{CallbackSerializer, callback};
+use lbsim::grpc::serializer::CallbackSerializer;
 use lbsim::grpc::subconn::ConnectParams;
 use lbsim::grpc::{Variant, tree};
 use lbsim::net::{Backend, BackendConfig, Network};
@@ -275,16 +275,16 @@ fn serializer_runs_queued_callbacks_after_cancel_and_refuses_new_ones() {
             let cs = CallbackSerializer::new("test.serializer", ctx.clone()).await;
             for i in 0..3 {
                 let l = l.clone();
-                cs.try_schedule(callback(move |ctx| async move {
+                cs.try_schedule(move |ctx| async move {
                     l.borrow_mut().push(format!("cb{i}:{}", ctx.has_fired()));
-                }))
+                })
                 .await;
             }
             ctx.fire().await;
             cs.done().wait().await;
             let l2 = l.clone();
             cs.schedule_or(
-                callback(|_| async { panic!("ran after done") }),
+                |_| async { panic!("ran after done") },
                 || async move { l2.borrow_mut().push("refused".into()) },
             )
             .await;

@@ -21,16 +21,6 @@ pub type Ctx = Rc<Event>;
 /// runs none of its code.
 type Callback = BoxFut<'static, ()>;
 
-/// Names an async closure as a callback for [`CallbackSerializer::try_schedule`]
-/// (the closure itself: the serializer boxes its future).
-pub fn callback<F, Fut>(f: F) -> F
-where
-    F: FnOnce(Ctx) -> Fut + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    f
-}
-
 /// The names [`CallbackSerializer::new`] gives the objects of the serializer
 /// `$name`, as literals for [`CallbackSerializer::new_static`].
 macro_rules! serializer_names {
