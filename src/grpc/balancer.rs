@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use super::connectivity::ConnectivityState;
 use super::variant::Variant;
@@ -302,6 +302,27 @@ pub trait SubConn {
 /// The state listener of a SubConn (`NewSubConnOptions.StateListener`). In Go
 /// it runs on the channel's serializer goroutine and may take locks.
 pub type StateListener = Rc<dyn Fn(SubConnState) -> BoxFut<'static, ()>>;
+
+/// The state listener of a layer that holds its `owner` weakly. A call
+/// upgrades the owner (every caller awaits the listener at once, so this is
+/// when it runs) and boxes the future `f` makes for it, the layer's own
+/// future, without a wrapper; with the owner gone, or no future from `f`,
+/// the call does nothing.
+pub fn weak_listener<T, Fut>(
+    owner: Weak<T>,
+    f: impl Fn(Rc<T>, SubConnState) -> Option<Fut> + 'static,
+) -> StateListener
+where
+    T: 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    Rc::new(move |s: SubConnState| -> BoxFut<'static, ()> {
+        match owner.upgrade().and_then(|o| f(o, s)) {
+            Some(fut) => Box::pin(fut),
+            None => Box::pin(async {}),
+        }
+    })
+}
 
 /// `balancer.NewSubConnOptions`.
 #[derive(Clone)]

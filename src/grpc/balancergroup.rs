@@ -17,7 +17,7 @@ use crate::sim::{self, GoMap, Mutex};
 
 use super::balancer::{
     Address, BalancerState, BoxFut, BuildOptions, Builder, ClientConn, ClientConnState, GrpcError,
-    NewSubConnOptions, StateListener, SubConn, SubConnId, SubConnState,
+    NewSubConnOptions, StateListener, SubConn, SubConnId, SubConnState, weak_listener,
 };
 use super::cache::TimeoutCache;
 use super::connectivity::ConnectivityState;
@@ -539,16 +539,10 @@ impl BalancerGroup {
         }
         let sc_cell: Rc<Cell<Option<SubConnId>>> = Rc::new(Cell::new(None));
         let old_listener = opts.state_listener.take();
-        let (group, cell) = (self.self_ref.clone(), sc_cell.clone());
-        // The upgrade is made when the listener is called, which its caller
-        // awaits at once.
-        let listener: StateListener = Rc::new(move |state: SubConnState| -> BoxFut<'static, ()> {
-            match (group.upgrade(), cell.get()) {
-                (Some(bg), Some(sc)) => {
-                    Box::pin(bg.update_sub_conn_state(sc, state, old_listener.clone()))
-                }
-                _ => Box::pin(async {}),
-            }
+        let cell = sc_cell.clone();
+        let listener = weak_listener(self.self_ref.clone(), move |bg, state| {
+            let sc = cell.get()?;
+            Some(bg.update_sub_conn_state(sc, state, old_listener.clone()))
         });
         opts.state_listener = Some(listener);
         let sc = match self.cc.new_sub_conn(addrs, opts).await {

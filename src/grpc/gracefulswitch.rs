@@ -15,7 +15,7 @@ use crate::sim::{self, Mutex, Unbounded};
 
 use super::balancer::{
     Balancer, BalancerState, BoxFut, BuildOptions, Builder, ClientConn, ClientConnState, GrpcError,
-    NewSubConnOptions, StateListener, SubConn, SubConnId, SubConnState,
+    NewSubConnOptions, StateListener, SubConn, SubConnId, SubConnState, weak_listener,
 };
 use super::connectivity::ConnectivityState;
 
@@ -328,18 +328,11 @@ impl ClientConn for BalancerWrapper {
             guard.unlock().await;
             let sc_cell: Rc<Cell<Option<SubConnId>>> = Rc::new(Cell::new(None));
             let old_listener = opts.state_listener.clone();
-            let (weak_gsb, cell) = (Rc::downgrade(&gsb), sc_cell.clone());
-            // The upgrade is made when the listener is called, which its
-            // caller awaits at once.
-            let listener: StateListener =
-                Rc::new(move |state: SubConnState| -> BoxFut<'static, ()> {
-                    match (weak_gsb.upgrade(), cell.get()) {
-                        (Some(gsb), Some(sc)) => {
-                            Box::pin(gsb.update_sub_conn_state(sc, state, old_listener.clone()))
-                        }
-                        _ => Box::pin(async {}),
-                    }
-                });
+            let cell = sc_cell.clone();
+            let listener = weak_listener(Rc::downgrade(&gsb), move |gsb, state| {
+                let sc = cell.get()?;
+                Some(gsb.update_sub_conn_state(sc, state, old_listener.clone()))
+            });
             let sc = gsb
                 .cc
                 .new_sub_conn(

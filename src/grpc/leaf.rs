@@ -18,7 +18,7 @@ use std::rc::{Rc, Weak};
 use crate::grpc::balancer::{
     Address, Balancer, BalancerState, BoxFut, BuildOptions, Builder, ClientConn, ClientConnState,
     Endpoint, ErrPicker, GrpcError, NewSubConnOptions, PickError, PickInfo, Picker, ResolverState,
-    StateListener, SubConn, SubConnState,
+    SubConn, SubConnState, weak_listener,
 };
 use crate::grpc::connectivity::ConnectivityState;
 use crate::sim::{self, GoMap, Mutex};
@@ -355,14 +355,9 @@ impl PickFirst {
             last_err: RefCell::new(None),
             connection_failed_in_first_pass: Cell::new(false),
         });
-        let (pf, sd2) = (self.me.clone(), sd.clone());
-        // The upgrade is made when the listener is called, which its caller
-        // awaits at once.
-        let listener: StateListener = Rc::new(move |s: SubConnState| -> BoxFut<'static, ()> {
-            match pf.upgrade() {
-                Some(pf) => Box::pin(pf.update_sub_conn_state(sd2.clone(), s)),
-                None => Box::pin(async {}),
-            }
+        let sd2 = sd.clone();
+        let listener = weak_listener(self.me.clone(), move |pf, s| {
+            Some(pf.update_sub_conn_state(sd2.clone(), s))
         });
         let sc = self
             .cc
@@ -482,14 +477,10 @@ impl PickFirst {
             }
             sd.effective_state.set(Connecting);
             self.update_balancer_state_connecting().await;
-            let (pf, sd2) = (self.me.clone(), sd.clone());
-            let health: StateListener = Rc::new(move |s: SubConnState| {
-                let (pf, sd) = (pf.clone(), sd2.clone());
-                Box::pin(async move {
-                    if let Some(pf) = pf.upgrade() {
-                        pf.update_sub_conn_health_state(&sd, s).await;
-                    }
-                })
+            let sd2 = sd.clone();
+            let health = weak_listener(self.me.clone(), move |pf, s| {
+                let sd = sd2.clone();
+                Some(async move { pf.update_sub_conn_health_state(&sd, s).await })
             });
             sd.sc().register_health_listener(health).await;
             return;

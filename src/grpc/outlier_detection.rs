@@ -23,7 +23,7 @@ use std::rc::{Rc, Weak};
 use crate::grpc::balancer::{
     Address, Balancer, BalancerState, BoxFut, BuildOptions, Builder, ClientConn, ClientConnState,
     GrpcError, Lifecycle, NewSubConnOptions, PickError, PickInfo, Picker, StateListener, SubConn,
-    SubConnId, SubConnState,
+    SubConnId, SubConnState, weak_listener,
 };
 use crate::grpc::connectivity::ConnectivityState;
 use crate::grpc::priority::ChildPolicy;
@@ -247,14 +247,9 @@ impl OutlierDetection {
             od: self.me.clone(),
             me: me.clone(),
         });
-        let (od, w) = (self.me.clone(), scw.clone());
-        // The upgrade is made when the listener is called, which its caller
-        // awaits at once.
-        let listener: StateListener = Rc::new(move |s: SubConnState| -> BoxFut<'static, ()> {
-            match od.upgrade() {
-                Some(od) => Box::pin(od.update_sub_conn_state(w.clone(), s)),
-                None => Box::pin(async {}),
-            }
+        let w = scw.clone();
+        let listener = weak_listener(self.me.clone(), move |od, s| {
+            Some(od.update_sub_conn_state(w.clone(), s))
         });
         let g = self.mu.lock().await;
         let r = self
@@ -541,13 +536,10 @@ impl SubConn for SubConnWrapper {
                 return;
             }
             *self.health_listener.borrow_mut() = Some(listener);
-            let (od, me) = (self.od.clone(), self.rc());
-            let wrapper: StateListener = Rc::new(move |scs: SubConnState| {
-                let (od, me) = (od.clone(), me.clone());
-                Box::pin(async move {
-                    if let (Some(od), Some(me)) = (od.upgrade(), me) {
-                        let _ = od.sc_update_ch.put(ScUpdate::Health(me, scs)).await;
-                    }
+            let me = self.rc();
+            let wrapper = weak_listener(self.od.clone(), move |od, scs| {
+                me.clone().map(|me| async move {
+                    let _ = od.sc_update_ch.put(ScUpdate::Health(me, scs)).await;
                 })
             });
             self.inner().register_health_listener(wrapper).await;
