@@ -316,13 +316,10 @@ impl PickFirst {
 
     async fn shutdown_remaining_locked(&self, selected: &Rc<ScData>) {
         let others: Vec<Rc<ScData>> = {
-            // Go's order of the values is the shuffle `iter_go_order` makes
-            // of the keys, so the values are shuffled without the keys.
             let st = self.st.borrow();
-            sim::go_order(st.sub_conns.iter_sorted().map(|(_, v)| v.clone()).collect())
-                .into_iter()
-                .filter(|sd: &Rc<ScData>| !Rc::ptr_eq(sd, selected))
-                .collect()
+            let mut all = st.sub_conns.values_go_order();
+            all.retain(|sd| !Rc::ptr_eq(sd, selected));
+            all
         };
         for sd in &others {
             sd.sc().shutdown().await;
@@ -831,12 +828,7 @@ impl EndpointSharding {
             pickers.push(st.picker.clone());
         };
         if children.len() > 1 {
-            // The children in Go's order: the shuffle of the sorted values
-            // is the one `iter_go_order` applies to the keys, without
-            // copying the keys.
-            for child in sim::go_order(children.iter_sorted().map(|(_, c)| c).collect()) {
-                visit(child);
-            }
+            children.values_go_order().iter().for_each(&mut visit);
         } else {
             // One child or none: Go's order is the only order (and the
             // shuffle draws nothing).
