@@ -216,26 +216,23 @@ fn drive<T: Into<Ran>>(
         *ex.outcomes.entry(report.outcome).or_default() += 1;
         ex.max_preemptions = ex.max_preemptions.max(report.preemptions);
         ex.max_steps = ex.max_steps.max(report.steps);
+        // This schedule, as kept among the first failures.
+        let index = ex.schedules;
+        let found = || Found {
+            outcome: report.outcome,
+            after: limits.start.elapsed(),
+            index,
+            preemptions: report.preemptions,
+            schedule: report.schedule.clone().expect("recording was on"),
+        };
         if report.outcome.is_failure() && ex.failures.len() < limits.keep {
-            ex.failures.push(Found {
-                outcome: report.outcome,
-                after: limits.start.elapsed(),
-                index: ex.schedules,
-                preemptions: report.preemptions,
-                schedule: report.schedule.clone().expect("recording was on"),
-            });
+            ex.failures.push(found());
         }
         if let Some(error) = client_error {
             ex.client_failures += 1;
             if ex.first_client_failures.len() < limits.keep {
                 ex.first_client_failures.push(ClientFound {
-                    found: Found {
-                        outcome: report.outcome,
-                        after: limits.start.elapsed(),
-                        index: ex.schedules,
-                        preemptions: report.preemptions,
-                        schedule: report.schedule.clone().expect("recording was on"),
-                    },
+                    found: found(),
                     error,
                 });
             }
