@@ -128,7 +128,9 @@ pub trait Strategy: std::any::Any {
     /// (a Go `select` with several ready cases, map iteration order).
     fn choose(&mut self, n: usize) -> usize;
 
-    /// `task` became runnable at virtual time `now` (spawned or woken).
+    /// `task` became runnable at virtual time `now` (spawned or woken). The
+    /// kernel calls it before the task is first among a point's runnable
+    /// tasks, so a strategy may size its per-task tables here only.
     fn on_wake(&mut self, _task: TaskId, _now: u64) {}
 
     /// A timer fired and woke or started `task` (after `on_wake`).

@@ -213,11 +213,6 @@ impl Timed {
         // in the past; the one that can start first runs. Ties go to the
         // running task (no switch), then to the lowest id.
         let floor = proc_free.max(now);
-        if let Some(last) = runnable.last()
-            && last.index() >= self.ready_at.len()
-        {
-            self.ready_at.resize(last.index() + 1, 0);
-        }
         // The first task (lowest id) whose start is least: one that is
         // ready by `floor` starts at `floor`, which nothing beats, so the
         // scan stops at the first such task.
@@ -257,7 +252,8 @@ impl Timed {
         if self.pause_draw && (self.rng.next_u64() >> 11) < self.pause_below {
             ready += self.model.pause.sample(&mut self.rng);
         }
-        // `task` is runnable: the table covers it (grown above).
+        // Every runnable task was made ready by `on_wake` (a spawn or a
+        // wake-up), which grew the table to cover it.
         self.ready_at[task.index()] = ready;
         if let Some(rn) = &mut self.runnext {
             rn.running = Some(task);
