@@ -198,8 +198,10 @@ impl Timed {
     }
 
     /// [`Strategy::next_task`] at a point given by its parts (see
-    /// [`Point`]).
-    #[inline]
+    /// [`Point`]). In line in the kernel's decision: 14 fewer instructions
+    /// per `timed` decision for 3 more per `random` one, whose path it
+    /// shares (README, Performance).
+    #[inline(always)]
     pub(crate) fn decide(
         &mut self,
         runnable: &[TaskId],
